@@ -1,0 +1,1 @@
+"""Confidence calibration and INT8 quantization of exported models."""

@@ -1,0 +1,1 @@
+"""Fusion of backbone and head into one graph, and its ONNX/TensorRT export."""

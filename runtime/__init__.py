@@ -1,0 +1,1 @@
+"""Torch-free inference on exported clipedge models (numpy + onnxruntime or TensorRT)."""

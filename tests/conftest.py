@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny open_clip architectures and small generated image folders.
+
+Nothing here downloads: the tiny configs are registered with open_clip in this
+process and built with random weights (``--pretrained none``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+TINY_CONFIGS = {
+    "test-tiny-vit": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": TINY_TEXT,
+    },
+    "test-tiny-rn": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+        "text_cfg": TINY_TEXT,
+    },
+}
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_open_clip_configs():
+    from clipedge.backbone import register_model_config
+
+    for name, config in TINY_CONFIGS.items():
+        register_model_config(name, config)
+    warnings.filterwarnings("ignore", message=".*random weights.*")
+    return TINY_CONFIGS
+
+
+def make_image(colour: tuple[int, int, int], rng: np.random.Generator, size: int = 40) -> Image.Image:
+    """A noisy colour patch with a random brighter square: distinct classes, varied images."""
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255)
+    x, y = rng.integers(0, size // 2, 2)
+    pixels[y : y + size // 3, x : x + size // 3] += 40
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_image_folder(root: Path, per_class: int = 12, seed: int = 0, classes=COLOURS) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        folder = root / name.replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(colour, rng).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "data")

@@ -1,0 +1,120 @@
+"""The ``clipedge`` command line: thin click commands over the Python API.
+
+Heavy imports (torch, open_clip) happen inside the commands that need them, so
+``clipedge --help`` is instant and torch-free commands stay torch-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from .errors import ClipedgeError
+from .tables import format_table
+from .version import __version__
+
+METHODS = ("zero-shot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f")
+
+
+class ClipedgeGroup(click.Group):
+    """Turns a :class:`ClipedgeError` into one line on stderr and exit status 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClipedgeError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(2)
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("clipedge")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.handlers[:] = [handler]
+    warnings.formatwarning = lambda message, category, *_: f"warning: {message}"
+
+
+def parse_alpha(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ClipedgeError(f"--alpha {value}: expected a number or 'auto'") from None
+
+
+@click.group(cls=ClipedgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clipedge")
+@click.option("-v", "--verbose", is_flag=True, help="Print debug messages.")
+def main(verbose: bool) -> None:
+    """Few-shot CLIP classifiers (CLIP-Adapter family), exported for edge GPUs."""
+    _configure_logging(verbose)
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option("--method", default="clip-adapter", show_default=True, help=f"One of: {', '.join(METHODS)}.")
+@click.option("--backbone", default="clipedge-tiny", show_default=True, help="open_clip model name or hf-hub:ID.")
+@click.option("--pretrained", default=None, help="Pretrained tag, checkpoint file, or 'none' (default: the shipped weights of clipedge-tiny).")
+@click.option("--shots", default=16, show_default=True, type=int, help="Training images per class.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Few-shot sampling and training seed.")
+@click.option("--split", type=click.Path(path_type=Path), help="CoOp-style split JSON (train/val/test lists).")
+@click.option("--templates", default="single", show_default=True, help="'single', 'imagenet' (80 prompts), or a file.")
+@click.option("--views", default=10, show_default=True, type=int, help="Augmented views per training image.")
+@click.option("--epochs", type=int, help="Training epochs (default: the method's recipe).")
+@click.option("--lr", type=float, help="Learning rate (default: the method's recipe).")
+@click.option("--batch-size", type=int, help="Head training batch size (default: the method's recipe).")
+@click.option("--alpha", help="CLIP-Adapter blend ratio, or 'auto' to choose it on val (default 0.2).")
+@click.option("--branch", type=click.Choice(["visual", "text", "both"]), default="visual", show_default=True, help="CLIP-Adapter branch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Head training precision.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Share a feature cache between runs (default RUN/cache).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty RUN.")
+def train(data: Path, out: Path, alpha: str | None, **options) -> None:
+    """Train a few-shot head on DATA (one subfolder per class) and write the run directory OUT."""
+    from .training import train as train_run
+
+    result = train_run(data, out, alpha=parse_alpha(alpha), **options)
+    metrics, timings = result.metrics, result.timings
+    click.echo(
+        format_table(
+            ["method", "shots", "val top-1", "test top-1", "zero-shot test top-1"],
+            [[result.method, result.shots, metrics["val_top1"], metrics["test_top1"], metrics["zero_shot_test_top1"]]],
+        )
+    )
+    click.echo()
+    click.echo(format_table(["stage", "seconds"], [[stage, round(seconds, 2)] for stage, seconds in timings.items()]))
+    click.echo(f"\nrun written to {result.run_dir}")
+
+
+@main.command("eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--split", type=click.Path(path_type=Path), help="Evaluate the test list of this split JSON under DATA.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in the README).")
+def eval_command(run: Path, data: Path | None, split: Path | None, device: str, as_json: bool) -> None:
+    """Accuracy of RUN on its held-out test images, or on the labelled folder DATA."""
+    from .evaluation import evaluate
+
+    report = evaluate(run, data, split, device=device, progress=not as_json)
+    if as_json:
+        click.echo(report.to_json())
+        return
+    click.echo(format_table(
+        ["method", "images", f"top-1", f"top-{report.top5_k}"],
+        [[report.method, report.num_images, report.top1, report.top5]],
+    ))
+    click.echo()
+    click.echo(format_table(["class", "images", "accuracy"], [[c["class"], c["count"], c["accuracy"]] for c in report.per_class]))
+    click.echo(f"\nconfusion matrix: {report.confusion_matrix_png}")

@@ -1,0 +1,180 @@
+"""Labelled image sets: an image folder or a CoOp-style split file, split into train/val/test.
+
+The split is fixed by ``split_seed`` and independent of the few-shot seed, so
+results for several few-shot seeds are measured on the same test images, as in
+the CoOp protocol the papers use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ClipedgeError
+from .images import is_readable_image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+VAL_FRACTION = 0.2
+TEST_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image; ``path`` is absolute, ``relpath`` is what fingerprints use."""
+
+    path: Path
+    relpath: str
+    label: int
+
+
+@dataclass
+class LabelledImages:
+    """A data set with its class names and its three splits."""
+
+    root: Path
+    class_names: list[str]
+    splits: dict[str, list[Sample]]
+    skipped: list[Path] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def fingerprint(self) -> str:
+        """Content-addressed identity of the whole data set (names, sizes, labels, split)."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.class_names).encode())
+        for split in SPLITS:
+            for sample in self.splits[split]:
+                stat = sample.path.stat()
+                digest.update(f"{split}|{sample.relpath}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def class_name_from_folder(folder: str) -> str:
+    return folder.replace("_", " ").strip()
+
+
+def _listed_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _holdout(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
+    """Per class, hold out val and test at fixed fractions (at least one each when possible)."""
+    by_class: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for label in sorted(by_class):
+        members = by_class[label][:]
+        random.Random(f"{seed}:{label}").shuffle(members)
+        n = len(members)
+        n_test = max(1, round(n * TEST_FRACTION)) if n >= 3 else 0
+        n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
+        splits["test"] += members[:n_test]
+        splits["val"] += members[n_test : n_test + n_val]
+        splits["train"] += members[n_test + n_val :]
+    return splits
+
+
+def scan_image_folder(root: Path, split_seed: int = 0) -> LabelledImages:
+    """Read ``root/<class>/<images>``; class names come from folder names (``_`` becomes a space)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ClipedgeError(f"DATA {root}: no such folder (expected one subfolder of images per class)")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < 2:
+        raise ClipedgeError(
+            f"DATA {root}: found {len(folders)} class folder(s); a classifier needs at least 2 (one subfolder per class)"
+        )
+    class_names = [class_name_from_folder(f.name) for f in folders]
+    duplicates = [name for name, count in Counter(class_names).items() if count > 1]
+    if duplicates:
+        raise ClipedgeError(f"DATA {root}: folders map to the same class name {duplicates[0]!r}")
+    samples: list[Sample] = []
+    skipped: list[Path] = []
+    for label, folder in enumerate(folders):
+        good = []
+        for path in _listed_files(folder):
+            (good if is_readable_image(path) else skipped).append(path)
+        if not good:
+            raise ClipedgeError(f"DATA {folder}: class folder has no readable image")
+        samples += [Sample(p.resolve(), p.relative_to(root).as_posix(), label) for p in good]
+    _report_skipped(root, skipped)
+    return LabelledImages(root.resolve(), class_names, _holdout(samples, split_seed), skipped)
+
+
+def _report_skipped(root: Path, skipped: list[Path]) -> None:
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log.warning("skipped %d unreadable file(s) under %s: %s", len(skipped), root, shown)
+
+
+def read_split_file(root: Path, split_file: Path) -> LabelledImages:
+    """Read a CoOp split JSON: ``{"train"|"val"|"test": [[relative path, label, class name], ...]}``."""
+    root, split_file = Path(root), Path(split_file)
+    if not root.is_dir():
+        raise ClipedgeError(f"DATA {root}: no such folder")
+    try:
+        content = json.loads(split_file.read_text())
+    except FileNotFoundError:
+        raise ClipedgeError(f"--split {split_file}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClipedgeError(f"--split {split_file}: not valid JSON ({error})") from None
+    if not isinstance(content, dict) or not all(isinstance(content.get(s), list) for s in SPLITS):
+        raise ClipedgeError(f"--split {split_file}: expected an object with 'train', 'val' and 'test' lists")
+    names: dict[int, str] = {}
+    splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+    skipped: list[Path] = []
+    for split in SPLITS:
+        for entry in content[split]:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int)):
+                raise ClipedgeError(f"--split {split_file}: {split} entry {entry!r} is not [path, label, class name]")
+            relpath, label, name = entry
+            names.setdefault(label, str(name))
+            path = (root / relpath).resolve()
+            if is_readable_image(path):
+                splits[split].append(Sample(path, str(relpath), label))
+            else:
+                skipped.append(path)
+    if sorted(names) != list(range(len(names))) or len(names) < 2:
+        raise ClipedgeError(f"--split {split_file}: labels must be 0..C-1 with C >= 2, got {sorted(names)[:10]}")
+    present = {s.label for s in splits["train"]}
+    empty = [names[i] for i in range(len(names)) if i not in present]
+    if empty:
+        raise ClipedgeError(f"--split {split_file}: class {empty[0]!r} has no readable training image")
+    _report_skipped(root, skipped)
+    return LabelledImages(root.resolve(), [names[i] for i in range(len(names))], splits, skipped)
+
+
+def load_labelled_images(root: Path, split_file: Path | None = None, split_seed: int = 0) -> LabelledImages:
+    return read_split_file(root, split_file) if split_file else scan_image_folder(root, split_seed)
+
+
+def sample_few_shot(samples: list[Sample], shots: int, seed: int, class_names: list[str] | None = None) -> list[Sample]:
+    """Take ``shots`` images per class, seeded and nested: the K-shot set contains every smaller one.
+
+    Only training-split samples are ever passed in, so the result is disjoint
+    from val and test by construction.
+    """
+    if shots < 1:
+        raise ClipedgeError(f"--shots {shots}: expected a positive number of images per class")
+    by_class: dict[int, list[Sample]] = {}
+    for sample in sorted(samples, key=lambda s: s.relpath):
+        by_class.setdefault(sample.label, []).append(sample)
+    chosen: list[Sample] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        random.Random(f"shots:{seed}:{label}").shuffle(members)
+        if len(members) < shots:
+            name = class_names[label] if class_names else str(label)
+            log.warning("class %r has %d training images, fewer than --shots %d: using all", name, len(members), shots)
+        chosen += members[:shots]
+    return chosen

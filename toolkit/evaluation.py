@@ -1,0 +1,142 @@
+"""``clipedge eval``: accuracy of a run on its own test split or on another labelled folder.
+
+The JSON report (``--json``) is a stable schema, documented in the README:
+
+    {"run": str, "method": str, "data": str, "split": str, "num_images": int,
+     "top1": float, "top5": float, "top5_k": int,
+     "per_class": [{"class": str, "accuracy": float|null, "count": int}],
+     "confusion_matrix": [[int]], "confusion_matrix_png": str,
+     "predictions": [{"path": str, "label": int, "predicted": int}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbone import load_backbone_from_spec
+from .data import LabelledImages, Sample, load_labelled_images, read_split_file
+from .errors import ClipedgeError
+from .feature_cache import FeatureCache
+from .run_dir import CACHE_DIR, Run, load_run
+from .training import SPLIT_FILE, _cached_features, resolve_device
+
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+@dataclass
+class EvalReport:
+    run: str
+    method: str
+    data: str
+    split: str
+    num_images: int
+    top1: float
+    top5: float
+    top5_k: int
+    per_class: list[dict[str, Any]]
+    confusion_matrix: list[list[int]]
+    confusion_matrix_png: str
+    predictions: list[dict[str, Any]]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _run_data(run: Run) -> LabelledImages:
+    """The run's own split (RUN/split.json), resolved against the data root it was trained on."""
+    root = Path(run.manifest["data"]["root"])
+    return read_split_file(root, run.path / SPLIT_FILE)
+
+
+def _data_for(run: Run, data: Path | None, split_file: Path | None) -> tuple[LabelledImages, list[Sample]]:
+    if data is None:
+        dataset = _run_data(run)
+        return dataset, dataset.splits["test"]
+    dataset = load_labelled_images(data, split_file)
+    if dataset.class_names != run.class_names:
+        raise ClipedgeError(
+            f"DATA {data}: classes {dataset.class_names[:5]} do not match the run's {run.class_names[:5]}"
+        )
+    # A folder without a split file is evaluated whole: it is new data, not the training folder.
+    samples = dataset.splits["test"] if split_file else [s for split in dataset.splits.values() for s in split]
+    return dataset, sorted(samples, key=lambda s: s.relpath)
+
+
+def save_confusion_png(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    totals = matrix.sum(dim=1, keepdim=True).clamp(min=1)
+    image = ax.imshow((matrix / totals).numpy(), cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if len(class_names) <= 20:
+        for i in ticks:
+            for j in ticks:
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".partial.png")
+    fig.savefig(partial, dpi=120)
+    plt.close(fig)
+    os.replace(partial, path)
+
+
+@torch.no_grad()
+def evaluate(run_path: str | Path, data: str | Path | None = None, split: str | Path | None = None,
+             device: str = "auto", progress: bool = True) -> EvalReport:
+    """Evaluate a run; without ``data`` it uses the run's own held-out test images."""
+    run = load_run(run_path)
+    dataset, samples = _data_for(run, Path(data) if data else None, Path(split) if split else None)
+    if not samples:
+        raise ClipedgeError(f"RUN {run.path}: no test images to evaluate (pass DATA with labelled images)")
+    backbone = load_backbone_from_spec(run.backbone_spec, device=resolve_device(device))
+    cache_split = "test" if data is None else "eval"  # the run's own test features are cached at training
+    features = _cached_features(backbone, FeatureCache(run.path / CACHE_DIR), cache_split, samples, 0, 0, progress)
+    logits = run.head(features.features)
+    labels = features.labels
+    num_classes = len(run.class_names)
+    k = min(5, num_classes)
+    predicted = logits.argmax(dim=1)
+    top5 = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1).float().mean().item()
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    matrix.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    counts = matrix.sum(dim=1)
+    per_class = [
+        {"class": name, "accuracy": (matrix[i, i] / counts[i]).item() if counts[i] else None, "count": int(counts[i])}
+        for i, name in enumerate(run.class_names)
+    ]
+    png = run.path / CONFUSION_PNG
+    save_confusion_png(matrix, run.class_names, png, f"{run.method} on {dataset.root.name}")
+    return EvalReport(
+        run=str(run.path),
+        method=run.method,
+        data=str(dataset.root),
+        split="test" if data is None or split else "all",
+        num_images=len(labels),
+        top1=(predicted == labels).float().mean().item(),
+        top5=top5,
+        top5_k=k,
+        per_class=per_class,
+        confusion_matrix=matrix.tolist(),
+        confusion_matrix_png=str(png),
+        predictions=[
+            {"path": relpath, "label": int(t), "predicted": int(p)}
+            for relpath, t, p in zip(features.relpaths, labels.tolist(), predicted.tolist())
+        ],
+    )

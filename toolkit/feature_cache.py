@@ -1,0 +1,70 @@
+"""Feature cache: fp16 safetensors keyed by backbone + exact image list + transform.
+
+Encoding images is the only slow step of few-shot training; heads train on
+cached features in seconds. The key covers everything that changes a feature
+(architecture, weights, preprocessing, each file's path, size and mtime, the
+augmentation and its seed), so a hit is always safe to reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .backbone import BackboneSpec
+from .data import Sample
+from .features import AUGMENT_SCALE, FeatureSet
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(spec: BackboneSpec, samples: list[Sample], views: int, seed: int) -> str:
+    digest = hashlib.sha256()
+    transform = {"views": views, "seed": seed, "scale": AUGMENT_SCALE} if views else {"eval": True}
+    digest.update(json.dumps({"backbone": spec.cache_identity(), "transform": transform}, sort_keys=True).encode())
+    for sample in samples:
+        stat = sample.path.stat()
+        digest.update(f"{sample.relpath}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+class FeatureCache:
+    """A folder of ``<split>-<key>.safetensors`` files."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, split: str, key: str) -> Path:
+        return self.folder / f"{split}-{key}.safetensors"
+
+    def load(self, split: str, key: str) -> FeatureSet | None:
+        path = self.path(split, key)
+        if not path.is_file():
+            return None
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as handle:
+                relpaths = json.loads(handle.metadata()["relpaths"])
+        except Exception:  # noqa: BLE001 - a damaged cache entry is simply recomputed
+            log.warning("ignoring unreadable cache file %s", path)
+            return None
+        return FeatureSet(tensors["features"].float(), tensors["labels"], relpaths)
+
+    def save(self, split: str, key: str, features: FeatureSet) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(split, key)
+        partial = path.with_suffix(".partial")
+        save_file(
+            {"features": features.features.half().contiguous(), "labels": features.labels.contiguous()},
+            str(partial),
+            metadata={"relpaths": json.dumps(features.relpaths), "split": split},
+        )
+        os.replace(partial, path)
+        return path

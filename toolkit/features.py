@@ -1,0 +1,126 @@
+"""Image features from the frozen encoder: eval-transform features and augmented training views.
+
+Augmentation follows the papers (random resized crop at scale 0.5–1 with
+bicubic interpolation, horizontal flip). Each (view, image) pair reseeds the
+RNG from the run seed, so features are identical across runs, worker counts
+and machines, which is what makes the cache key honest.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from tqdm import tqdm
+
+from .backbone import Backbone, BackboneSpec
+from .data import Sample
+from .images import IMAGE_ERRORS, load_rgb
+
+log = logging.getLogger(__name__)
+
+AUGMENT_SCALE = (0.5, 1.0)
+INTERPOLATIONS = {
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+    "nearest": transforms.InterpolationMode.NEAREST,
+}
+
+
+@dataclass
+class FeatureSet:
+    """Raw features of a list of samples; ``features`` is [V, N, D] for augmented views, else [N, D]."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    relpaths: list[str]
+
+    @property
+    def num_views(self) -> int:
+        return self.features.shape[0] if self.features.dim() == 3 else 1
+
+
+def augment_transform(spec: BackboneSpec) -> Callable:
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(
+                spec.image_size, scale=AUGMENT_SCALE, interpolation=INTERPOLATIONS.get(spec.interpolation, INTERPOLATIONS["bicubic"])
+            ),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
+
+
+class _ImageList(Dataset):
+    """Decodes samples on demand; a bad file yields ``None`` instead of raising."""
+
+    def __init__(self, samples: list[Sample], transform: Callable, seed: int | None):
+        self.samples, self.transform, self.seed = samples, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_rgb(self.samples[index].path)
+        except IMAGE_ERRORS:
+            return None, index
+        if self.seed is not None:
+            torch.manual_seed(self.seed * 1_000_003 + index)
+        return self.transform(image), index
+
+
+def _collate(batch):
+    good = [(pixels, index) for pixels, index in batch if pixels is not None]
+    bad = [index for pixels, index in batch if pixels is None]
+    pixels = torch.stack([p for p, _ in good]) if good else None
+    return pixels, [i for _, i in good], bad
+
+
+def _encode(backbone: Backbone, dataset: _ImageList, batch_size: int, workers: int, description: str):
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
+    features = torch.empty(len(dataset), backbone.spec.embed_dim)
+    kept, failed = [], []
+    for pixels, indices, bad in tqdm(loader, desc=description, unit="batch", leave=False):
+        failed += bad
+        if pixels is not None:
+            features[indices] = backbone.encode_images(pixels)
+            kept += indices
+    return features, sorted(kept), sorted(failed)
+
+
+def extract_features(
+    backbone: Backbone,
+    samples: list[Sample],
+    views: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+    workers: int = 0,
+    description: str = "features",
+) -> FeatureSet:
+    """Features under the eval transform (``views=0``) or under ``views`` augmented views."""
+    if views == 0:
+        features, kept, failed = _encode(backbone, _ImageList(samples, backbone.eval_transform, None), batch_size, workers, description)
+        stacked = features[kept]
+    else:
+        transform = augment_transform(backbone.spec)
+        per_view, failed_any = [], set()
+        for view in range(views):
+            dataset = _ImageList(samples, transform, seed * 1009 + view)
+            features, kept, failed = _encode(backbone, dataset, batch_size, workers, f"{description} view {view + 1}/{views}")
+            per_view.append(features)
+            failed_any.update(failed)
+        kept = [i for i in range(len(samples)) if i not in failed_any]
+        failed = sorted(failed_any)
+        stacked = torch.stack(per_view)[:, kept]
+    if failed:
+        names = ", ".join(str(samples[i].path) for i in failed[:5])
+        log.warning("skipped %d image(s) that could not be decoded: %s", len(failed), names)
+    labels = torch.tensor([samples[i].label for i in kept], dtype=torch.long)
+    return FeatureSet(stacked, labels, [samples[i].relpath for i in kept])

@@ -1,0 +1,181 @@
+"""What every head shares: the problem it is fitted to, its options, and the training loop.
+
+A head maps raw image features ``[N, D]`` to logits ``[N, C]`` with plain
+tensor ops, so export can trace it into the encoder's graph. Heads that train
+see one randomly chosen augmented view per image per epoch, which is what the
+papers' augmented-image epochs amount to once features are cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FewShotProblem:
+    """Cached features and the text classifier; everything a head needs to fit itself."""
+
+    text_weights: torch.Tensor  # [C, D], rows L2-normalised
+    logit_scale: float
+    train_features: torch.Tensor  # [V, N, D] raw augmented views
+    train_labels: torch.Tensor  # [N]
+    val_features: torch.Tensor | None = None  # [M, D] raw, eval transform
+    val_labels: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.text_weights.shape[0]
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_features is not None and len(self.val_features) > 0
+
+
+@dataclass
+class TrainOptions:
+    """User-facing knobs; ``None`` means the method's own default (the papers' recipe)."""
+
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    alpha: float | str | None = None  # a number, "auto" (chosen on val), or None for the default
+    branch: str = "visual"
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "auto"  # fp32, bf16, or auto (bf16 where the hardware has it)
+    progress: bool = True
+
+
+class Head(nn.Module, metaclass=ABCMeta):
+    """Base class: holds the text classifier and the logit scale as buffers, so they export."""
+
+    kind: ClassVar[str]
+    trains: ClassVar[bool] = False
+
+    def __init__(self, text_weights: torch.Tensor, logit_scale: float):
+        super().__init__()
+        self.register_buffer("text_weights", text_weights.detach().clone().float())
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+
+    def zero_shot_logits(self, normalized: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * normalized @ self.text_weights.t()
+
+    def hparams(self) -> dict[str, Any]:
+        """Constructor arguments beyond W and the scale; stored in the manifest."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> "Head":
+        """Fit the head's own tensors to ``problem``; hyperparameters are chosen on val, never test."""
+
+    @classmethod
+    def restore(cls, tensors: dict[str, torch.Tensor], hparams: dict[str, Any]) -> "Head":
+        """Rebuild a trained head from ``head.safetensors`` tensors and manifest hparams."""
+        head = cls(tensors["text_weights"], float(tensors["logit_scale"]), **hparams)
+        head.load_state_dict(tensors)
+        return head.eval()
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=-1) == labels).float().mean().item()) if len(labels) else float("nan")
+
+
+@torch.no_grad()
+def val_accuracy(head: Head, problem: FewShotProblem, batch_size: int = 4096) -> float:
+    head.eval()
+    logits = torch.cat([head(chunk) for chunk in problem.val_features.split(batch_size)])
+    return accuracy(logits, problem.val_labels)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast roughly triples matmul throughput on CPUs with AVX512-BF16 or AMX."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    has_native_bf16 = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AMX") and bool(
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
+    return torch.bfloat16 if has_native_bf16 else None
+
+
+def train_head(
+    head: Head,
+    problem: FewShotProblem,
+    options: TrainOptions,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    optimizer_kwargs: dict[str, Any] | None = None,
+    keep_best_on_val: bool = False,
+    description: str = "train",
+) -> Head:
+    """Cross-entropy training of ``head``'s trainable parameters on cached augmented views.
+
+    AdamW with a cosine schedule. With ``keep_best_on_val`` the epoch with the
+    best validation accuracy is kept (never the test set: that is the flaw in
+    the official Tip-Adapter-F script that this avoids).
+    """
+    device = torch.device(options.device)
+    generator = torch.Generator().manual_seed(options.seed)
+    torch.manual_seed(options.seed)
+    head.to(device)
+    if keep_best_on_val and problem.has_val:
+        problem = _on_device(problem, device)
+    views, labels = problem.train_features, problem.train_labels
+    num_views, num_images = views.shape[0], views.shape[1]
+    views, labels = views.to(device), labels.to(device)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, **(optimizer_kwargs or {}))
+    steps_per_epoch = math.ceil(num_images / batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    dtype = autocast_dtype(options.precision, device)
+    best_state, best_accuracy = None, -1.0
+    bar = tqdm(range(epochs), desc=description, unit="epoch", disable=not options.progress, leave=False)
+    for _ in bar:
+        head.train()
+        order = torch.randperm(num_images, generator=generator).to(device)
+        chosen_views = torch.randint(num_views, (num_images,), generator=generator).to(device)
+        for start in range(0, num_images, batch_size):
+            index = order[start : start + batch_size]
+            batch = views[chosen_views[index], index]
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = F.cross_entropy(head(batch).float(), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        if keep_best_on_val and problem.has_val:
+            score = val_accuracy(head, problem)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
+            if score > best_accuracy:
+                best_accuracy = score
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    return head.cpu().eval()
+
+
+def _on_device(problem: FewShotProblem, device: torch.device) -> FewShotProblem:
+    if problem.val_features.device == device:
+        return problem
+    return FewShotProblem(
+        problem.text_weights, problem.logit_scale, problem.train_features, problem.train_labels,
+        problem.val_features.to(device), problem.val_labels.to(device),
+    )

@@ -1,0 +1,137 @@
+"""The run directory (DESIGN.md §3): ``clipedge.json`` + ``head.safetensors`` + ``cache/``.
+
+A run is self-describing: eval, export and the runtime rebuild everything from
+it. It is written into a sibling temporary directory and renamed into place
+when complete, so an interrupted ``train`` never leaves a half-written run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from safetensors.torch import load_file, save_file
+
+from .backbone import BackboneSpec
+from .errors import ClipedgeError
+from .heads import Head, head_class
+
+FORMAT_VERSION = 1
+MANIFEST = "clipedge.json"
+HEAD_FILE = "head.safetensors"
+CACHE_DIR = "cache"
+
+
+@dataclass
+class Run:
+    """A loaded run directory: its manifest and its trained head."""
+
+    path: Path
+    manifest: dict[str, Any]
+    head: Head
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        return BackboneSpec.from_dict(self.manifest["backbone"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def method(self) -> str:
+        return self.manifest["head"]["kind"]
+
+
+def read_manifest(run_path: Path) -> dict[str, Any]:
+    path = Path(run_path) / MANIFEST
+    if not Path(run_path).is_dir():
+        raise ClipedgeError(f"RUN {run_path}: no such run directory")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipedgeError(f"RUN {run_path}: not a run directory (no {MANIFEST}; create one with `clipedge train`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClipedgeError(f"RUN {path}: corrupt manifest ({error})") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(version, int):
+        raise ClipedgeError(f"RUN {path}: manifest has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise ClipedgeError(
+            f"RUN {path}: manifest format version {version} is newer than this clipedge supports "
+            f"(version {FORMAT_VERSION}); upgrade clipedge"
+        )
+    for key in ("backbone", "class_names", "head"):
+        if key not in manifest:
+            raise ClipedgeError(f"RUN {path}: manifest lacks {key!r}")
+    return manifest
+
+
+def load_run(run_path: str | Path) -> Run:
+    """Load a run directory written by ``clipedge train``."""
+    run_path = Path(run_path)
+    manifest = read_manifest(run_path)
+    head_path = run_path / HEAD_FILE
+    try:
+        tensors = load_file(str(head_path))
+    except FileNotFoundError:
+        raise ClipedgeError(f"RUN {run_path}: missing {HEAD_FILE}") from None
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ClipedgeError(f"RUN {head_path}: corrupt head weights ({type(error).__name__})") from None
+    spec = manifest["head"]
+    try:
+        head = head_class(spec["kind"]).restore(tensors, spec.get("hparams", {}))
+    except (RuntimeError, TypeError, KeyError) as error:
+        raise ClipedgeError(f"RUN {head_path}: head weights do not match the manifest ({str(error).splitlines()[0]})") from None
+    return Run(run_path, manifest, head)
+
+
+def write_run_files(folder: Path, manifest: dict[str, Any], head: Head) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, str(folder / HEAD_FILE))
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty RUN unless --overwrite; checked before any slow work starts."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ClipedgeError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ClipedgeError(f"--out {out}: directory is not empty; pass --overwrite to replace it")
+    if not out.parent.exists():
+        raise ClipedgeError(f"--out {out}: parent folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise ClipedgeError(f"--out {out}: parent folder {out.parent} is not writable")
+
+
+@contextmanager
+def staged_run_dir(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out``; on success it replaces ``out`` atomically.
+
+    An existing run's feature cache is moved into the staging folder first, so
+    ``--overwrite`` re-runs still reuse features.
+    """
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    if (out / CACHE_DIR).is_dir():
+        shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, trash)
+        os.replace(staging, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, out)

@@ -1,0 +1,215 @@
+"""``clipedge train``: data → few-shot sample → cached features → text classifier → head → run directory.
+
+Every option is validated before the first slow step, so a typo fails in
+milliseconds, and the run directory appears only once it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+from .backbone import Backbone, load_backbone
+from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
+from .errors import ClipedgeError
+from .feature_cache import FeatureCache, cache_key
+from .features import FeatureSet, extract_features
+from .heads import FewShotProblem, Head, TrainOptions, head_class
+from .heads.base import accuracy
+from .heads.zero_shot import ZeroShotHead
+from .prompts import build_text_classifier, resolve_templates
+from .run_dir import CACHE_DIR, FORMAT_VERSION, check_output_dir, staged_run_dir, write_run_files
+from .version import __version__
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``clipedge train`` accepts; field names match the CLI options."""
+
+    data: Path
+    out: Path
+    method: str = "clip-adapter"
+    backbone: str = "clipedge-tiny"
+    pretrained: str | None = None
+    shots: int = 16
+    seed: int = 1
+    split: Path | None = None
+    split_seed: int = 0
+    templates: str = "single"
+    views: int = 10
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    alpha: float | str | None = None
+    branch: str = "visual"
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    method: str
+    shots: int
+    metrics: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Features:
+    train: FeatureSet
+    val: FeatureSet
+    test: FeatureSet
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ClipedgeError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ClipedgeError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
+    head_cls = head_class(config.method)
+    if config.shots < 1:
+        raise ClipedgeError(f"--shots {config.shots}: expected a positive number of images per class")
+    if config.views < 1:
+        raise ClipedgeError(f"--views {config.views}: expected at least 1 augmented view")
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ClipedgeError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
+    if config.lr is not None and config.lr <= 0:
+        raise ClipedgeError(f"--lr {config.lr}: expected a positive learning rate")
+    if isinstance(config.alpha, float) and not 0 <= config.alpha <= 1 and config.method == "clip-adapter":
+        raise ClipedgeError(f"--alpha {config.alpha}: CLIP-Adapter's blend ratio must lie in [0, 1]")
+    check_output_dir(config.out, config.overwrite)
+    return head_cls, resolve_templates(config.templates)
+
+
+def _cached_features(
+    backbone: Backbone, cache: FeatureCache, split: str, samples: list[Sample], views: int, seed: int, progress: bool
+) -> FeatureSet:
+    key = cache_key(backbone.spec, samples, views, seed)
+    found = cache.load(split, key)
+    if found is not None:
+        log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
+        return found
+    features = extract_features(backbone, samples, views=views, seed=seed, description=f"{split} features")
+    cache.save(split, key, features)
+    return features
+
+
+def _split_json(data: LabelledImages, few_shot: list[Sample]) -> dict[str, list]:
+    """The exact images used, in CoOp's split format, so a run can be re-trained or re-evaluated."""
+
+    def rows(samples: list[Sample]) -> list:
+        return [[s.relpath, s.label, data.class_names[s.label]] for s in samples]
+
+    return {"train": rows(few_shot), "val": rows(data.splits["val"]), "test": rows(data.splits["test"])}
+
+
+def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, head: Head, templates: list[str],
+              features: _Features, metrics: dict, timings: dict) -> dict[str, Any]:
+    options = {k: v for k, v in asdict(config).items() if k in ("epochs", "lr", "batch_size", "alpha", "branch", "views", "precision")}
+    return {
+        "format_version": FORMAT_VERSION,
+        "clipedge_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "backbone": backbone.spec.to_dict(),
+        "class_names": data.class_names,
+        "templates": templates,
+        "head": {"kind": head.kind, "hparams": head.hparams()},
+        "data": {
+            "root": str(data.root),
+            "split_file": SPLIT_FILE,
+            "source_split": str(config.split) if config.split else None,
+            "split_seed": config.split_seed,
+            "fingerprint": data.fingerprint(),
+            "shots": config.shots,
+            "counts": {"train": len(features.train.relpaths), "val": len(features.val.relpaths), "test": len(features.test.relpaths)},
+            "skipped_files": len(data.skipped),
+        },
+        "seed": config.seed,
+        "training": options,
+        "metrics": metrics,
+        "timings_s": timings,
+        "versions": {"clipedge": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
+    }
+
+
+def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
+    """Train a head on few-shot features and write a run directory; see :class:`TrainConfig`."""
+    config = TrainConfig(data=Path(data), out=Path(out), **options)
+    head_cls, templates = _validate(config)
+    device = resolve_device(config.device)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    dataset = load_labelled_images(config.data, config.split, config.split_seed)
+    few_shot = sample_few_shot(dataset.splits["train"], config.shots, config.seed, dataset.class_names)
+    backbone = load_backbone(config.backbone, config.pretrained, device=device)
+    timings["load"] = time.perf_counter() - started
+
+    with staged_run_dir(config.out) as staging:
+        cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
+        mark = time.perf_counter()
+        features = _Features(
+            train=_cached_features(backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
+            val=_cached_features(backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
+            test=_cached_features(backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
+        )
+        timings["features"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        text_weights = build_text_classifier(backbone.encode_texts, dataset.class_names, templates)
+        timings["text"] = time.perf_counter() - mark
+
+        problem = FewShotProblem(
+            text_weights, backbone.logit_scale, features.train.features, features.train.labels,
+            features.val.features, features.val.labels,
+        )
+        train_options = TrainOptions(
+            epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, alpha=config.alpha,
+            branch=config.branch, seed=config.seed, device=device, precision=config.precision, progress=config.progress,
+        )
+        mark = time.perf_counter()
+        head = head_cls.fit(problem, train_options)
+        timings["head"] = time.perf_counter() - mark
+
+        metrics = _metrics(head, ZeroShotHead.fit(problem, train_options), features)
+        timings["total"] = time.perf_counter() - started
+        write_run_files(staging, _manifest(config, backbone, dataset, head, templates, features, metrics, timings), head)
+        (staging / SPLIT_FILE).write_text(json.dumps(_split_json(dataset, few_shot)) + "\n", encoding="utf-8")
+    return TrainResult(config.out, head.kind, config.shots, metrics, timings)
+
+
+@torch.no_grad()
+def _metrics(head: Head, zero_shot: Head, features: _Features) -> dict[str, float | None]:
+    def top1(model: Head, split: FeatureSet) -> float | None:
+        return accuracy(model(split.features), split.labels) if len(split.relpaths) else None
+
+    return {
+        "val_top1": top1(head, features.val),
+        "test_top1": top1(head, features.test),
+        "zero_shot_test_top1": top1(zero_shot, features.test),
+    }
