@@ -118,3 +118,7 @@ def eval_command(run: Path, data: Path | None, split: Path | None, device: str, 
     click.echo()
     click.echo(format_table(["class", "images", "accuracy"], [[c["class"], c["count"], c["accuracy"]] for c in report.per_class]))
     click.echo(f"\nconfusion matrix: {report.confusion_matrix_png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,14 @@ DEFAULT_ALPHA = 0.2  # official code; the paper prefers ~0.6 on fine-grained dat
 ALPHA_GRID = (0.1, 0.2, 0.4, 0.6, 0.8)
 REDUCTION = 4
 BRANCHES = ("visual", "text", "both")
-DEFAULTS = {"epochs": 200, "lr": 1e-3, "batch_size": 256}
+# Official: 200 epochs, batch 32 (SGD lr 2e-3 on images); on cached features AdamW at 5e-3 converges in the same steps.
+DEFAULTS = {"epochs": 200, "lr": 5e-3, "batch_size": 32}
+# Above this many training images (ImageNet 16-shot is 16,000) batch 32 only adds per-step overhead.
+LARGE_DATA_IMAGES, LARGE_DATA_BATCH = 4096, 256
+
+
+def default_batch_size(num_images: int) -> int:
+    return LARGE_DATA_BATCH if num_images > LARGE_DATA_IMAGES else DEFAULTS["batch_size"]
 
 
 class Adapter(nn.Sequential):
@@ -103,7 +110,7 @@ def _fit_one(cls, problem: FewShotProblem, options: TrainOptions, alpha: float) 
         options,
         epochs=options.epochs or DEFAULTS["epochs"],
         lr=options.lr or DEFAULTS["lr"],
-        batch_size=options.batch_size or DEFAULTS["batch_size"],
+        batch_size=options.batch_size or default_batch_size(problem.train_features.shape[1]),
         description=f"clip-adapter α={alpha:g}",
     )
     head.fold_text_adapter()

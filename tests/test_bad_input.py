@@ -1,0 +1,140 @@
+"""Bad input: non-zero exit, one line naming the file or option, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from clipedge.cli import main
+
+TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "2", "--views", "1", "--epochs", "1"]
+
+
+def fails_cleanly(args: list, expected: str, tmp_path: Path | None = None) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert expected in errors[0], errors[0]
+    if tmp_path is not None:
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")], "staging left behind"
+        assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    return errors[0]
+
+
+def test_missing_data_folder(tmp_path):
+    fails_cleanly(["train", tmp_path / "nope", "--out", tmp_path / "run", *TINY], "nope: no such folder", tmp_path)
+
+
+def test_class_folder_without_readable_images(image_folder, tmp_path):
+    (image_folder / "purple").mkdir()
+    (image_folder / "purple" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY], "purple: class folder has no readable image", tmp_path)
+
+
+def test_single_class(tmp_path):
+    from conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "one", per_class=4, classes={"red": (255, 0, 0)})
+    fails_cleanly(["train", data, "--out", tmp_path / "run", *TINY], "at least 2", tmp_path)
+
+
+def test_corrupt_files_among_good_ones_are_skipped_and_counted(image_folder, tmp_path):
+    (image_folder / "red" / "zero.png").write_bytes(b"")
+    (image_folder / "green" / "readme.md").write_text("hello")
+    result = CliRunner().invoke(main, ["train", str(image_folder), "--out", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 unreadable file(s)" in result.stderr
+    assert json.loads((tmp_path / "run" / "clipedge.json").read_text())["data"]["skipped_files"] == 2
+
+
+def test_zero_shots(image_folder, tmp_path):
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--shots", "0"], "--shots 0", tmp_path)
+
+
+def test_unknown_backbone_suggests_close_matches(image_folder, tmp_path):
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "ViT-B-61", "--pretrained", "none"], "--backbone", tmp_path)
+    assert "did you mean" in line and "ViT-B-16" in line
+
+
+def test_unknown_method(image_folder, tmp_path):
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--method", "clip-adaptor"], "--method clip-adaptor", tmp_path)
+    assert "did you mean clip-adapter" in line
+
+
+def test_checkpoint_that_does_not_fit(image_folder, tmp_path):
+    checkpoint = tmp_path / "wrong.safetensors"
+    save_file({"visual.conv1.weight": torch.zeros(3, 3, 3, 3), "made.up": torch.zeros(1)}, str(checkpoint))
+    line = fails_cleanly(
+        ["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit", "--pretrained", checkpoint],
+        "does not fit test-tiny-vit", tmp_path,
+    )
+    assert "unexpected keys: made.up" in line and "missing keys" in line and "shape-mismatched keys: visual.conv1.weight" in line
+
+
+def test_pickled_checkpoint_is_never_unpickled(image_folder, tmp_path):
+    checkpoint = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": object()}}, checkpoint)  # an arbitrary object: weights_only refuses it
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit", "--pretrained", checkpoint],
+                  "cannot read checkpoint", tmp_path)
+
+
+def test_offline_pretrained_tag_says_what_to_pass(image_folder, tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr("open_clip.factory.download_pretrained", offline)
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "RN50", "--pretrained", "openai"], "--pretrained", tmp_path)
+    assert "--pretrained none" in line
+
+
+def test_non_empty_run_needs_overwrite(image_folder, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("precious")
+    fails_cleanly(["train", image_folder, "--out", run, *TINY], "--overwrite")
+    assert (run / "keep.txt").read_text() == "precious"
+
+
+def test_newer_manifest_version_is_refused(image_folder, tmp_path):
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, ["train", str(image_folder), "--out", str(run), *TINY, "--method", "zero-shot"]).exit_code == 0
+    manifest = json.loads((run / "clipedge.json").read_text())
+    manifest["format_version"] = 99
+    (run / "clipedge.json").write_text(json.dumps(manifest))
+    line = fails_cleanly(["eval", run], "version 99")
+    assert "version 1" in line
+
+
+def test_not_a_run_directory(tmp_path):
+    fails_cleanly(["eval", tmp_path], "not a run directory")
+    fails_cleanly(["eval", tmp_path / "missing"], "no such run directory")
+
+
+def test_bad_alpha_and_device(image_folder, tmp_path):
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--alpha", "lots"], "--alpha lots")
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--device", "tpu"], "--device tpu")
+
+
+def test_interrupted_training_leaves_no_run(image_folder, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("clipedge.training.build_text_classifier", boom)
+    result = CliRunner().invoke(main, ["train", str(image_folder), "--out", str(tmp_path / "run"), *TINY])
+    assert result.exit_code != 0
+    assert list(tmp_path.iterdir()) == [image_folder]
+
+
+def test_console_script_help_lists_train_and_eval():
+    output = subprocess.run([sys.executable, "-m", "clipedge.cli", "--help"], capture_output=True, text=True)
+    assert output.returncode == 0, output.stderr
+    assert "train" in output.stdout and "eval" in output.stdout
