@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from clipedge.heads import HEADS, FewShotProblem, TrainOptions, head_class
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
-from clipedge.heads.tip_adapter import TipAdapterFHead, TipAdapterHead, search_grid
+from clipedge.heads.tip_adapter import TipAdapterFHead, TipAdapterHead, search_alpha_beta, search_grid
 from clipedge.heads.zero_shot import ZeroShotHead
 
 D, C, SCALE = 16, 5, 37.5
@@ -179,3 +179,26 @@ def test_tip_adapter_f_keeps_the_best_val_epoch_not_the_last():
     head = TipAdapterFHead.fit(problem, TrainOptions(epochs=3, progress=False))
     initial = TipAdapterHead.from_cache(problem).keys
     assert not torch.allclose(head.keys.detach(), initial)  # the keys did train
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_alpha_beta_search_matches_a_naive_grid_search(grouped):
+    problem, _, _ = synthetic_problem(seed=3, classes=6, shots=4)
+    if not grouped:  # an uneven class: the search falls back to index_add
+        keep = torch.ones(len(problem.train_labels), dtype=torch.bool)
+        keep[0] = False
+        problem = FewShotProblem(problem.text_weights, problem.logit_scale, problem.train_features[:, keep],
+                                 problem.train_labels[keep], problem.val_features, problem.val_labels)
+    head = TipAdapterHead.from_cache(problem)
+    alpha, beta = search_alpha_beta(head, problem, progress=False)
+
+    f = F.normalize(problem.val_features, dim=-1).double()
+    keys, values, text = head.keys.detach().double(), head.values.double(), problem.text_weights.double()
+    best = 0
+    for b in search_grid(7.0, 200).tolist():
+        cache = torch.exp(-b * (1 - f @ keys.t())) @ values
+        for a in search_grid(3.0, 20).tolist():
+            logits = problem.logit_scale * f @ text.t() + a * cache
+            best = max(best, int((logits.argmax(1) == problem.val_labels).sum()))
+    chosen = problem.logit_scale * f @ text.t() + alpha * torch.exp(-beta * (1 - f @ keys.t())) @ values
+    assert int((chosen.argmax(1) == problem.val_labels).sum()) == best
