@@ -202,3 +202,12 @@ def test_alpha_beta_search_matches_a_naive_grid_search(grouped):
             best = max(best, int((logits.argmax(1) == problem.val_labels).sum()))
     chosen = problem.logit_scale * f @ text.t() + alpha * torch.exp(-beta * (1 - f @ keys.t())) @ values
     assert int((chosen.argmax(1) == problem.val_labels).sum()) == best
+
+
+def test_grouped_cache_sum_equals_the_one_hot_matmul():
+    problem, test, _ = synthetic_problem(classes=4, shots=3)
+    grouped = TipAdapterHead.from_cache(problem)
+    assert grouped.shots_per_class == 3
+    general = TipAdapterHead.restore(dict(grouped.state_dict()), {**grouped.hparams(), "shots_per_class": None})
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(test), general(test))

@@ -93,9 +93,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def val_accuracy(head: Head, problem: FewShotProblem, batch_size: int = 4096) -> float:
+def val_accuracy(head: Head, problem: FewShotProblem, batch_size: int = 4096, dtype: torch.dtype | None = None) -> float:
     head.eval()
-    logits = torch.cat([head(chunk) for chunk in problem.val_features.split(batch_size)])
+    device = problem.val_features.device
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        logits = torch.cat([head(chunk).float() for chunk in problem.val_features.split(batch_size)])
     return accuracy(logits, problem.val_labels)
 
 
@@ -160,7 +162,7 @@ def train_head(
             optimizer.step()
             scheduler.step()
         if keep_best_on_val and problem.has_val:
-            score = val_accuracy(head, problem)
+            score = val_accuracy(head, problem, dtype=dtype)
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
             if score > best_accuracy:
                 best_accuracy = score

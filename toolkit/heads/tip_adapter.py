@@ -43,27 +43,37 @@ class TipAdapterHead(Head):
         num_keys: int,
         alpha: float = INIT_ALPHA,
         beta: float = INIT_BETA,
+        shots_per_class: int | None = None,
     ):
         super().__init__(text_weights, logit_scale)
         self.alpha, self.beta = float(alpha), float(beta)
+        self.shots_per_class = shots_per_class
         self.keys = nn.Parameter(torch.zeros(num_keys, text_weights.shape[1]), requires_grad=self.trains)
         self.register_buffer("values", torch.zeros(num_keys, text_weights.shape[0]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         normalized = F.normalize(features, dim=-1)
         affinity = normalized @ self.keys.t()
-        cache_logits = torch.exp(-self.beta * (1 - affinity)) @ self.values
+        weights = torch.exp(-self.beta * (1 - affinity))
+        if self.shots_per_class:
+            # Keys grouped by class with equal counts: `weights @ values` is exactly a per-class sum,
+            # without the N×K×C matmul (half of Tip-Adapter-F's training FLOPs at ImageNet scale).
+            cache_logits = weights.unflatten(-1, (-1, self.shots_per_class)).sum(dim=-1)
+        else:
+            cache_logits = weights @ self.values
         return self.zero_shot_logits(normalized) + self.alpha * cache_logits
 
     def hparams(self) -> dict:
-        return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta}
+        return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
 
     @classmethod
     def from_cache(cls, problem: FewShotProblem) -> "TipAdapterHead":
-        # Keys grouped by class make the α/β search's per-class sums a reshape (order is irrelevant to the formula).
+        # Keys grouped by class turn `exp(...) @ values` into a reshape-and-sum (key order is irrelevant to the formula).
         order = torch.argsort(problem.train_labels, stable=True)
         keys = F.normalize(problem.train_features.mean(dim=0)[order], dim=-1)
-        head = cls(problem.text_weights, problem.logit_scale, num_keys=len(keys))
+        counts = torch.bincount(problem.train_labels, minlength=problem.num_classes)
+        equal = bool((counts == counts[0]).all()) and int(counts[0]) > 0
+        head = cls(problem.text_weights, problem.logit_scale, num_keys=len(keys), shots_per_class=int(counts[0]) if equal else None)
         with torch.no_grad():
             head.keys.copy_(keys)
             head.values.copy_(F.one_hot(problem.train_labels[order], problem.num_classes).float())
