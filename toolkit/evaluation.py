@@ -24,7 +24,7 @@ from .data import LabelledImages, Sample, load_labelled_images, read_split_file
 from .errors import ClipedgeError
 from .feature_cache import FeatureCache
 from .run_dir import CACHE_DIR, Run, load_run
-from .training import SPLIT_FILE, _cached_features, resolve_device
+from .training import SPLIT_FILE, cached_features, resolve_device
 
 CONFUSION_PNG = "confusion_matrix.png"
 
@@ -107,7 +107,7 @@ def evaluate(run_path: str | Path, data: str | Path | None = None, split: str | 
         raise ClipedgeError(f"RUN {run.path}: no test images to evaluate (pass DATA with labelled images)")
     backbone = load_backbone_from_spec(run.backbone_spec, device=resolve_device(device))
     cache_split = "test" if data is None else "eval"  # the run's own test features are cached at training
-    features = _cached_features(backbone, FeatureCache(run.path / CACHE_DIR), cache_split, samples, 0, 0, progress)
+    features = cached_features(backbone, FeatureCache(run.path / CACHE_DIR), cache_split, samples, 0, 0, progress)
     logits = run.head(features.features)
     labels = features.labels
     num_classes = len(run.class_names)

@@ -106,7 +106,7 @@ def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
     return head_cls, resolve_templates(config.templates)
 
 
-def _cached_features(
+def cached_features(
     backbone: Backbone, cache: FeatureCache, split: str, samples: list[Sample], views: int, seed: int, progress: bool
 ) -> FeatureSet:
     key = cache_key(backbone.spec, samples, views, seed)
@@ -174,9 +174,9 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
         cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
         mark = time.perf_counter()
         features = _Features(
-            train=_cached_features(backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
-            val=_cached_features(backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
-            test=_cached_features(backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
+            train=cached_features(backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
+            val=cached_features(backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
+            test=cached_features(backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
         )
         timings["features"] = time.perf_counter() - mark
 
