@@ -20,11 +20,13 @@ from typing import Any
 import torch
 
 from .backbone import load_backbone_from_spec
-from .data import LabelledImages, Sample, load_labelled_images, read_split_file
+from .data import LabelledImages, load_labelled_images
 from .errors import ClipedgeError
 from .feature_cache import FeatureCache
+from .features import FeatureSet
 from .run_dir import CACHE_DIR, Run, load_run
-from .training import SPLIT_FILE, cached_features, resolve_device
+from .run_features import RunFeatures
+from .training import cached_features, resolve_device
 
 CONFUSION_PNG = "confusion_matrix.png"
 
@@ -48,16 +50,11 @@ class EvalReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def _run_data(run: Run) -> LabelledImages:
-    """The run's own split (RUN/split.json), resolved against the data root it was trained on."""
-    root = Path(run.manifest["data"]["root"])
-    return read_split_file(root, run.path / SPLIT_FILE)
-
-
-def _data_for(run: Run, data: Path | None, split_file: Path | None) -> tuple[LabelledImages, list[Sample]]:
+def _features_for(run: Run, data: Path | None, split_file: Path | None, device: str, progress: bool) -> tuple[LabelledImages, FeatureSet]:
+    """The run's own test features, or features of a labelled folder with the run's classes."""
     if data is None:
-        dataset = _run_data(run)
-        return dataset, dataset.splits["test"]
+        features = RunFeatures(run, device, progress)
+        return features.data, features.split("test")
     dataset = load_labelled_images(data, split_file)
     if dataset.class_names != run.class_names:
         raise ClipedgeError(
@@ -65,7 +62,13 @@ def _data_for(run: Run, data: Path | None, split_file: Path | None) -> tuple[Lab
         )
     # A folder without a split file is evaluated whole: it is new data, not the training folder.
     samples = dataset.splits["test"] if split_file else [s for split in dataset.splits.values() for s in split]
-    return dataset, sorted(samples, key=lambda s: s.relpath)
+    samples = sorted(samples, key=lambda s: s.relpath)
+    spec = run.backbone_spec
+    features = cached_features(
+        spec, lambda: load_backbone_from_spec(spec, device=resolve_device(device)), FeatureCache(run.path / CACHE_DIR),
+        "eval", samples, 0, 0, progress,
+    )
+    return dataset, features
 
 
 def save_confusion_png(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
@@ -102,12 +105,9 @@ def evaluate(run_path: str | Path, data: str | Path | None = None, split: str | 
              device: str = "auto", progress: bool = True) -> EvalReport:
     """Evaluate a run; without ``data`` it uses the run's own held-out test images."""
     run = load_run(run_path)
-    dataset, samples = _data_for(run, Path(data) if data else None, Path(split) if split else None)
-    if not samples:
+    dataset, features = _features_for(run, Path(data) if data else None, Path(split) if split else None, device, progress)
+    if not features.relpaths:
         raise ClipedgeError(f"RUN {run.path}: no test images to evaluate (pass DATA with labelled images)")
-    backbone = load_backbone_from_spec(run.backbone_spec, device=resolve_device(device))
-    cache_split = "test" if data is None else "eval"  # the run's own test features are cached at training
-    features = cached_features(backbone, FeatureCache(run.path / CACHE_DIR), cache_split, samples, 0, 0, progress)
     logits = run.head(features.features)
     labels = features.labels
     num_classes = len(run.class_names)

@@ -83,11 +83,11 @@ def _collate(batch):
     return pixels, [i for _, i in good], bad
 
 
-def _encode(backbone: Backbone, dataset: _ImageList, batch_size: int, workers: int, description: str):
+def _encode(backbone: Backbone, dataset: _ImageList, batch_size: int, workers: int, description: str, progress: bool):
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     features = torch.empty(len(dataset), backbone.spec.embed_dim)
     kept, failed = [], []
-    for pixels, indices, bad in tqdm(loader, desc=description, unit="batch", leave=False):
+    for pixels, indices, bad in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
         failed += bad
         if pixels is not None:
             features[indices] = backbone.encode_images(pixels)
@@ -103,17 +103,18 @@ def extract_features(
     batch_size: int = 64,
     workers: int = 0,
     description: str = "features",
+    progress: bool = True,
 ) -> FeatureSet:
     """Features under the eval transform (``views=0``) or under ``views`` augmented views."""
     if views == 0:
-        features, kept, failed = _encode(backbone, _ImageList(samples, backbone.eval_transform, None), batch_size, workers, description)
+        features, kept, failed = _encode(backbone, _ImageList(samples, backbone.eval_transform, None), batch_size, workers, description, progress)
         stacked = features[kept]
     else:
         transform = augment_transform(backbone.spec)
         per_view, failed_any = [], set()
         for view in range(views):
             dataset = _ImageList(samples, transform, seed * 1009 + view)
-            features, kept, failed = _encode(backbone, dataset, batch_size, workers, f"{description} view {view + 1}/{views}")
+            features, kept, failed = _encode(backbone, dataset, batch_size, workers, f"{description} view {view + 1}/{views}", progress)
             per_view.append(features)
             failed_any.update(failed)
         kept = [i for i in range(len(samples)) if i not in failed_any]

@@ -13,12 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import open_clip
 import torch
 
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone, BackboneSpec, load_backbone
 from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
 from .errors import ClipedgeError
 from .feature_cache import FeatureCache, cache_key
@@ -107,14 +107,16 @@ def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
 
 
 def cached_features(
-    backbone: Backbone, cache: FeatureCache, split: str, samples: list[Sample], views: int, seed: int, progress: bool
+    spec: BackboneSpec, backbone: Callable[[], Backbone], cache: FeatureCache, split: str,
+    samples: list[Sample], views: int, seed: int, progress: bool,
 ) -> FeatureSet:
-    key = cache_key(backbone.spec, samples, views, seed)
+    """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss."""
+    key = cache_key(spec, samples, views, seed)
     found = cache.load(split, key)
     if found is not None:
         log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
         return found
-    features = extract_features(backbone, samples, views=views, seed=seed, description=f"{split} features")
+    features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features", progress=progress)
     cache.save(split, key, features)
     return features
 
@@ -174,9 +176,9 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
         cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
         mark = time.perf_counter()
         features = _Features(
-            train=cached_features(backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
-            val=cached_features(backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
-            test=cached_features(backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
+            train=cached_features(backbone.spec, lambda: backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
+            val=cached_features(backbone.spec, lambda: backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
+            test=cached_features(backbone.spec, lambda: backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
         )
         timings["features"] = time.perf_counter() - mark
 

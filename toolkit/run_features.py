@@ -1,0 +1,46 @@
+"""Features of a trained run's own images, from its cache, encoding only what is missing.
+
+Evaluation, calibration and export all need the features (or images) of the
+run's train, val and test splits; the run directory records exactly which
+images those are (``split.json``) and caches their features, so the backbone
+is built only when something is not cached yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .backbone import Backbone, load_backbone_from_spec
+from .data import LabelledImages, read_split_file
+from .feature_cache import FeatureCache
+from .features import FeatureSet
+from .run_dir import CACHE_DIR, Run
+from .training import SPLIT_FILE, cached_features, resolve_device
+
+
+def run_data(run: Run) -> LabelledImages:
+    """The run's own split (RUN/split.json), resolved against the data root it was trained on."""
+    return read_split_file(Path(run.manifest["data"]["root"]), run.path / SPLIT_FILE)
+
+
+class RunFeatures:
+    """Lazily encoded, cached features of a run's splits."""
+
+    def __init__(self, run: Run, device: str = "auto", progress: bool = True):
+        self.run, self.progress = run, progress
+        self.data = run_data(run)
+        self._device = device
+        self._cache = FeatureCache(run.path / CACHE_DIR)
+        self._backbone: Backbone | None = None
+
+    def backbone(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = load_backbone_from_spec(self.run.backbone_spec, device=resolve_device(self._device))
+        return self._backbone
+
+    def split(self, name: str) -> FeatureSet:
+        """``train`` gives the augmented views the head was trained on ([V, N, D]); val and test [N, D]."""
+        views, seed = (self.run.manifest["training"]["views"], self.run.manifest["seed"]) if name == "train" else (0, 0)
+        return cached_features(
+            self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed, self.progress
+        )
