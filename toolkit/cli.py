@@ -120,5 +120,35 @@ def eval_command(run: Path, data: Path | None, split: Path | None, device: str, 
     click.echo(f"\nconfusion matrix: {report.confusion_matrix_png}")
 
 
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--target-frr", default=0.05, show_default=True, type=float, help="Share of known-class val images that may be rejected.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the known/unknown class split for the AUROC check.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: bool) -> None:
+    """Fit a temperature and an open-set rejection threshold on RUN's val images."""
+    import json
+
+    from clipedge.calibration.calibrate import calibrate as calibrate_run
+
+    report = calibrate_run(run, target_frr=target_frr, seed=seed, device=device, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_manifest(), indent=2))
+        return
+    click.echo(format_table(
+        ["temperature", "ECE before", "ECE after", "NLL before", "NLL after"],
+        [[report.temperature, report.ece_before, report.ece_after, report.nll_before, report.nll_after]],
+    ))
+    click.echo()
+    click.echo(format_table(
+        ["rejection score", "threshold", "target FRR", "val FRR", "AUROC max_prob", "AUROC energy"],
+        [[report.rejection_score, report.threshold, report.target_frr, report.val_frr,
+          report.auroc["max_prob"], report.auroc["energy"]]],
+    ))
+    click.echo(f"\nopen-set check: {report.open_set['known_classes']} known / {report.open_set['unknown_classes']} "
+               f"held-out classes; reliability diagram: {report.diagram}")
+
+
 if __name__ == "__main__":
     main()

@@ -135,3 +135,14 @@ def staged_run_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:
+    """Set one top-level manifest entry, replacing the file atomically."""
+    run_path = Path(run_path)
+    manifest = read_manifest(run_path)
+    manifest[key] = value
+    partial = run_path / (MANIFEST + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, run_path / MANIFEST)
+    return manifest

@@ -32,6 +32,7 @@ class RunFeatures:
         self._device = device
         self._cache = FeatureCache(run.path / CACHE_DIR)
         self._backbone: Backbone | None = None
+        self._splits: dict[str, FeatureSet] = {}
 
     def backbone(self) -> Backbone:
         if self._backbone is None:
@@ -40,7 +41,9 @@ class RunFeatures:
 
     def split(self, name: str) -> FeatureSet:
         """``train`` gives the augmented views the head was trained on ([V, N, D]); val and test [N, D]."""
-        views, seed = (self.run.manifest["training"]["views"], self.run.manifest["seed"]) if name == "train" else (0, 0)
-        return cached_features(
-            self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed, self.progress
-        )
+        if name not in self._splits:
+            views, seed = (self.run.manifest["training"]["views"], self.run.manifest["seed"]) if name == "train" else (0, 0)
+            self._splits[name] = cached_features(
+                self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed, self.progress
+            )
+        return self._splits[name]
