@@ -50,7 +50,7 @@ setup(
         *RUNTIME_REQUIRES,
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless"],
+        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy"],
         "gpu": ["onnxruntime-gpu"],
         "tensorrt": ["tensorrt", "cuda-python"],
     },

@@ -150,5 +150,16 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
                f"held-out classes; reliability diagram: {report.diagram}")
 
 
+def _register_subcommands() -> None:
+    """Commands that live in the other folders (each imports its heavy dependencies only when run)."""
+    from clipedge.export.cli import export_command
+    from clipedge.runtime.cli import bench_command, predict_command
+
+    for command in (export_command, predict_command, bench_command):
+        main.add_command(command)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

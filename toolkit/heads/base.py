@@ -71,6 +71,10 @@ class Head(nn.Module, metaclass=ABCMeta):
     def zero_shot_logits(self, normalized: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * normalized @ self.text_weights.t()
 
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised feature the classifier compares against W (exported as ``embeddings``)."""
+        return F.normalize(features, dim=-1)
+
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments beyond W and the scale; stored in the manifest."""
         return {}

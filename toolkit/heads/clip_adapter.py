@@ -75,10 +75,13 @@ class ClipAdapterHead(Head):
             return self.text_weights
         return F.normalize(blend(self.text_weights, self.text_adapter, self.alpha), dim=-1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
         if self.visual_adapter is not None:
             features = blend(features, self.visual_adapter, self.alpha)
-        return self.logit_scale * F.normalize(features, dim=-1) @ self.class_weights().t()
+        return F.normalize(features, dim=-1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * self.embed(features) @ self.class_weights().t()
 
     def fold_text_adapter(self) -> None:
         """Replace W by the adapted class embeddings; afterwards the head is visual-only at inference."""
