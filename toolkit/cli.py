@@ -150,6 +150,19 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
                f"held-out classes; reliability diagram: {report.diagram}")
 
 
+@main.command()
+@click.option("--out", default="clipedge-demo", show_default=True, type=click.Path(path_type=Path), help="Folder for data, runs and results.")
+@click.option("--full", is_flag=True, help="All of 1, 2, 4, 8 and 16 shots (default: 1, 4, 16).")
+@click.option("--task", default="shapes-sketch", show_default=True, help="shapes-sketch or colours-tinted.")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+def demo(out: Path, full: bool, task: str, seed: int, device: str) -> None:
+    """The whole job on the shipped clipedge-tiny, offline: few-shot training, comparison, export, runtime."""
+    from .demo import run_demo
+
+    run_demo(out, full=full, seed=seed, device=device, task=task, echo=click.echo)
+
+
 def _register_subcommands() -> None:
     """Commands that live in the other folders (each imports its heavy dependencies only when run)."""
     from clipedge.export.cli import export_command
