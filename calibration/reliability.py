@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from clipedge.figures import pyplot, save_png
 
 
 def save_reliability_diagram(before: list[dict], after: list[dict], temperature: float, path: Path) -> None:
     """Accuracy against confidence per bin, before and after temperature scaling, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
     for ax, bins, title in ((axes[0], before, "before (T = 1)"), (axes[1], after, f"after (T = {temperature:.3g})")):
         centres = [(b["low"] + b["high"]) / 2 for b in bins]
@@ -30,7 +27,4 @@ def save_reliability_diagram(before: list[dict], after: list[dict], temperature:
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=120)
-    plt.close(fig)
-    os.replace(partial, path)
+    save_png(fig, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ClipedgeError
+from .figures import pyplot, save_png
 from .heads import METHODS
 from .tables import format_table
 from .training import TrainResult, train
@@ -59,11 +60,7 @@ def accuracy_table(accuracy: dict[str, dict[int, float]], shots: tuple[int, ...]
 
 
 def save_plot(accuracy: dict[str, dict[int, float]], shots: tuple[int, ...], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, by_shots in accuracy.items():
         style = "--" if method == "zero-shot" else "-o"
@@ -76,10 +73,7 @@ def save_plot(accuracy: dict[str, dict[int, float]], shots: tuple[int, ...], pat
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=120)
-    plt.close(fig)
-    os.replace(partial, path)
+    save_png(fig, path)
 
 
 def run_demo(

@@ -12,7 +12,6 @@ The JSON report (``--json``) is a stable schema, documented in the README:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from .backbone import load_backbone_from_spec
 from .data import LabelledImages, load_labelled_images
 from .errors import ClipedgeError
+from .figures import pyplot, save_png
 from .feature_cache import FeatureCache
 from .features import FeatureSet
 from .run_dir import CACHE_DIR, Run, load_run
@@ -72,11 +72,7 @@ def _features_for(run: Run, data: Path | None, split_file: Path | None, device: 
 
 
 def save_confusion_png(matrix: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     size = max(4.0, 0.45 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     totals = matrix.sum(dim=1, keepdim=True).clamp(min=1)
@@ -94,10 +90,7 @@ def save_confusion_png(matrix: torch.Tensor, class_names: list[str], path: Path,
                     ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
     fig.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    fig.savefig(partial, dpi=120)
-    plt.close(fig)
-    os.replace(partial, path)
+    save_png(fig, path)
 
 
 @torch.no_grad()
