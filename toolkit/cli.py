@@ -34,12 +34,15 @@ class ClipedgeGroup(click.Group):
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("clipedge")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in ("clipedge", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False  # libraries configure the root logger; don't print twice
+    logging.getLogger("clipedge").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
-    warnings_logger = logging.getLogger("py.warnings")
-    warnings_logger.handlers[:] = [handler]
+    # open_clip and the ONNX exporter log chatter ("initialized randomly" even when clipedge then loads
+    # the weights) on the root logger; only their errors are worth a user's attention.
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.ERROR)
     warnings.formatwarning = lambda message, category, *_: f"warning: {message}"
 
 
@@ -153,7 +156,7 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
 @main.command()
 @click.option("--out", default="clipedge-demo", show_default=True, type=click.Path(path_type=Path), help="Folder for data, runs and results.")
 @click.option("--full", is_flag=True, help="All of 1, 2, 4, 8 and 16 shots (default: 1, 4, 16).")
-@click.option("--task", default="shapes-sketch", show_default=True, help="shapes-sketch or colours-tinted.")
+@click.option("--task", default="colours-tinted", show_default=True, help="colours-tinted, or the harder shapes-sketch.")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
 def demo(out: Path, full: bool, task: str, seed: int, device: str) -> None:

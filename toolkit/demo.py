@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 FAST_SHOTS = (1, 4, 16)
 FULL_SHOTS = (1, 2, 4, 8, 16)
-DEFAULT_TASK = "shapes-sketch"
+DEFAULT_TASK = "colours-tinted"
 IMAGES_PER_CLASS = 60
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy_vs_shots.png"
@@ -91,7 +91,7 @@ def run_demo(
     out = Path(out)
     shots = FULL_SHOTS if full else FAST_SHOTS
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise ClipedgeError(f"--out {out}: folder is not writable")
 
