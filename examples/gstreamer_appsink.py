@@ -14,6 +14,7 @@ import argparse
 
 import cv2
 
+from clipedge.errors import ClipedgeError
 from clipedge.runtime import Classifier
 
 from opencv_camera import run
@@ -41,7 +42,10 @@ def main() -> None:
     capture = cv2.VideoCapture(args.pipeline or file_pipeline(args.file), cv2.CAP_GSTREAMER)
     if not capture.isOpened():
         raise SystemExit("GStreamer pipeline did not start; test it with gst-launch-1.0 first")
-    classifier = Classifier(args.model, bgr=True)
+    try:
+        classifier = Classifier(args.model, bgr=True)
+    except ClipedgeError as error:
+        raise SystemExit(f"Error: {error}") from None
     frames = run(capture, classifier, output=None, show=False, max_frames=args.max_frames)
     print(f"classified {frames} frames with {classifier.backend_name}")
 

@@ -13,6 +13,7 @@ import time
 
 import cv2
 
+from clipedge.errors import ClipedgeError
 from clipedge.runtime import Classifier
 
 
@@ -62,7 +63,10 @@ def main() -> None:
     parser.add_argument("--show", action="store_true", help="display a window (q quits)")
     parser.add_argument("--max-frames", type=int)
     args = parser.parse_args()
-    classifier = Classifier(args.model, bgr=True)  # OpenCV delivers BGR
+    try:
+        classifier = Classifier(args.model, bgr=True)  # OpenCV delivers BGR
+    except ClipedgeError as error:  # a missing or foreign model file: one line, no traceback
+        raise SystemExit(f"Error: {error}") from None
     frames = run(open_source(args.source), classifier, args.output, args.show, args.max_frames)
     print(f"classified {frames} frames with {classifier.backend_name}")
 

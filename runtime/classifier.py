@@ -1,8 +1,10 @@
 """``Classifier``: an exported clipedge model as a callable from frames to labels.
 
-Thread safety: one Classifier may be shared between threads; calls are
-serialised by a lock (TensorRT contexts and their pinned buffers are not
-re-entrant). For parallel throughput, create one Classifier per thread.
+Thread safety: a Classifier may be shared between threads. Preprocessing runs
+in the calling thread; the model call itself is serialised by a per-instance
+lock, because a TensorRT execution context and its pinned buffers are not
+re-entrant (and one onnxruntime session already uses every core it was
+given). For parallel throughput on a GPU, create one Classifier per thread.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,16 @@ import numpy as np
 from clipedge.errors import ClipedgeError
 
 from .backends import Backend, open_backend
-from .preprocess import chunks, prepare_batch
+from .preprocess import RESIZE_MODES, prepare_batch
 
 log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
+REJECTION_SCORES = ("max_prob", "energy")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k labels of one image, best first; ``label`` is "unknown" when rejected."""
+    """Top-k classes of one image, best first. ``label`` is "unknown" when the model's threshold rejects it."""
 
     labels: tuple[str, ...]
     indices: tuple[int, ...]
@@ -39,100 +42,125 @@ class Prediction:
         return UNKNOWN if self.rejected else self.labels[0]
 
     @property
+    def index(self) -> int:
+        return self.indices[0]
+
+    @property
     def score(self) -> float:
         return self.scores[0]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, **asdict(self)}
 
-def _softmax_energy(logits: np.ndarray, temperature: float) -> np.ndarray:
-    scaled = logits.astype(np.float64) / temperature
+
+def confidence(outputs: dict[str, np.ndarray], kind: str, temperature: float) -> np.ndarray:
+    """The score calibration thresholded (clipedge.calibration.rejection): max probability, or T·logsumexp(logits/T)."""
+    if kind == "max_prob":
+        return outputs["probs"].max(axis=1)
+    scaled = outputs["logits"].astype(np.float64) / temperature
     top = scaled.max(axis=1)
     return temperature * (top + np.log(np.exp(scaled - top[:, None]).sum(axis=1)))
 
 
 class Classifier:
-    """Load ``path`` (.onnx → onnxruntime, .engine/.plan → TensorRT) and classify frames.
+    """Load an exported model and classify frames; see the module docstring for thread safety.
 
-    ``bgr=True`` for OpenCV frames. ``providers`` overrides onnxruntime's
-    provider order (TensorRT EP, CUDA EP, CPU); ``threads`` caps its CPU threads.
-    ``cuda_graph`` replays TensorRT engine runs as CUDA graphs. Inputs: a path, a PIL image,
-    an HWC/HW uint8 array, a list of those, or an NHWC uint8 batch.
+    ``path``: ``.onnx`` (onnxruntime; provider order TensorRT EP, CUDA EP, CPU,
+    or ``providers=[...]``; ``threads`` caps its CPU threads) or ``.engine`` /
+    ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph).
+    ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
+    array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
+    inputs run in chunks of ``batch_size``.
     """
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32,
-                 bgr: bool = False, top_k: int = 5, cuda_graph: bool = False, threads: int | None = None):
-        path = Path(path)
-        if not path.exists():
-            raise ClipedgeError(f"model {path}: no such file")
-        self.path, self.bgr, self.top_k = path, bgr, top_k
-        self.backend: Backend = open_backend(path, providers, threads=threads, cuda_graph=cuda_graph)
-        metadata = self.backend.metadata
-        self.labels = self._labels(metadata)
-        self.image_size = self._image_size(metadata)
-        self.interpolation = metadata.get("interpolation", "bicubic")
+    def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
+                 top_k: int = 5, cuda_graph: bool = False, threads: int | None = None):
+        if batch_size < 1 or top_k < 1:
+            raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
+        self.path, self.bgr, self.top_k = Path(path), bgr, top_k
+        self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph)
+        self.metadata = self.backend.metadata
+        self.image_size = self._image_size()
+        self.labels = self._labels()
+        self.interpolation = self.metadata.get("interpolation", "bicubic")
+        self.resize_mode = self.metadata.get("resize_mode", "shortest")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ClipedgeError(f"model {self.path}: resize_mode {self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}")
         low, high = self.backend.batch_range
         self.fixed_batch = low if high == low else None
         self.batch_size = self.fixed_batch or (min(batch_size, high) if high else batch_size)
-        self.rejection_score = metadata.get("rejection_score")
-        self.rejection_threshold = float(metadata["rejection_threshold"]) if "rejection_threshold" in metadata else None
-        self.temperature = float(metadata.get("temperature", 1.0))
+        self.rejection_threshold = float(self.metadata["rejection_threshold"]) if "rejection_threshold" in self.metadata else None
+        self.rejection_score = self.metadata.get("rejection_score", "max_prob")
+        if self.rejection_score not in REJECTION_SCORES:
+            raise ClipedgeError(f"model {self.path}: rejection_score {self.rejection_score!r} is not one of {REJECTION_SCORES}")
+        self.temperature = float(self.metadata.get("temperature", 1.0))
         self._lock = threading.Lock()
 
     @property
     def backend_name(self) -> str:
+        """What runs the model, e.g. "onnxruntime:CPUExecutionProvider" or "tensorrt"."""
         return self.backend.name
 
-    def _labels(self, metadata: dict[str, str]) -> list[str]:
-        if "class_names" in metadata:
-            return list(json.loads(metadata["class_names"]))
-        log.warning("model %s has no clipedge metadata: using generic labels class_0, class_1, ...", self.path)
-        return []
+    def _image_size(self) -> int:
+        shape, dtype = self.backend.input_shape, self.backend.input_dtype
+        if dtype != "uint8" or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            dims = ", ".join("N" if d is None else str(d) for d in shape)
+            raise ClipedgeError(f"model {self.path}: input is {dtype} [{dims}]; expected uint8 [N, S, S, 3] RGB frames "
+                                f"(models written by `clipedge export`)")
+        if "image_size" in self.metadata:
+            return int(self.metadata["image_size"])
+        if shape[1] is None:
+            raise ClipedgeError(f"model {self.path}: no image_size metadata and a dynamic input size")
+        return int(shape[1])
 
-    def _image_size(self, metadata: dict[str, str]) -> int:
-        if "image_size" in metadata:
-            return int(metadata["image_size"])
-        shape = getattr(self.backend, "session", None).get_inputs()[0].shape if hasattr(self.backend, "session") else None
-        if shape and isinstance(shape[1], int):
-            return int(shape[1])
-        raise ClipedgeError(f"model {self.path}: cannot tell the input image size (no metadata, dynamic shape)")
+    def _labels(self) -> list[str]:
+        count = self.backend.num_classes
+        if "class_names" not in self.metadata:
+            log.warning("model %s has no clipedge metadata: generic labels class_0, class_1, ...", self.path)
+            return [f"class_{i}" for i in range(count or 0)]
+        labels = [str(name) for name in json.loads(self.metadata["class_names"])]
+        if count is not None and len(labels) != count:
+            raise ClipedgeError(f"model {self.path}: metadata names {len(labels)} classes but the model outputs {count}")
+        return labels
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs for a prepared uint8 [N, S, S, 3] batch, chunked to the model's batch size."""
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ClipedgeError(
-                f"frames: expected uint8 [N, {self.image_size}, {self.image_size}, 3], got {batch.dtype} {list(batch.shape)}"
-            )
+        """Raw outputs (``logits``, ``probs``, ...) for a uint8 [N, S, S, 3] RGB batch, run in chunks."""
+        expected = (self.image_size, self.image_size, 3)
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
+            got = f"{batch.dtype} {list(batch.shape)}" if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise ClipedgeError(f"frames: expected uint8 [N, {', '.join(map(str, expected))}], got {got}")
+        if not len(batch):
+            raise ClipedgeError("frames: got an empty batch")
         parts: list[dict[str, np.ndarray]] = []
         with self._lock:
-            for chunk in chunks(batch, self.batch_size):
+            for start in range(0, len(batch), self.batch_size):
+                chunk = np.ascontiguousarray(batch[start : start + self.batch_size])
                 count = len(chunk)
-                if self.fixed_batch and count < self.fixed_batch:  # pad a fixed-batch model's last chunk
+                if self.fixed_batch and count < self.fixed_batch:  # a fixed-batch model's last chunk is padded
                     chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - count, axis=0)])
-                outputs = self.backend.infer(chunk)
-                parts.append({k: v[:count] for k, v in outputs.items()})
+                parts.append({k: v[:count] for k, v in self.backend.infer(chunk).items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _rejected(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.rejection_threshold is None:
-            return np.zeros(len(outputs["probs"]), dtype=bool)
-        if self.rejection_score == "energy":
-            score = _softmax_energy(outputs["logits"], self.temperature)
-        else:
-            score = outputs["probs"].max(axis=1)
-        return score < self.rejection_threshold
+    def predict(self, frames: Any, top_k: int | None = None) -> list[Prediction]:
+        """Predictions for any accepted input, always as a list (one per image)."""
+        batch, _ = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+        return self.decode(self.infer(batch), top_k)
 
-    def __call__(self, frames: Any, top_k: int | None = None) -> Prediction | list[Prediction]:
-        batch, single = prepare_batch(frames, self.image_size, self.interpolation, self.bgr)
-        outputs = self.infer(batch)
+    def decode(self, outputs: dict[str, np.ndarray], top_k: int | None = None) -> list[Prediction]:
+        """Top-k labels and rejection from raw outputs."""
         probs = outputs["probs"]
+        labels = self.labels if len(self.labels) == probs.shape[1] else [f"class_{i}" for i in range(probs.shape[1])]
         k = min(top_k or self.top_k, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        names = self.labels or [f"class_{i}" for i in range(probs.shape[1])]
-        rejected = self._rejected(outputs)
-        predictions = [
-            Prediction(tuple(names[i] for i in row), tuple(int(i) for i in row),
-                       tuple(float(probs[n, i]) for i in row), bool(rejected[n]))
-            for n, row in enumerate(order)
-        ]
+        rejected = (confidence(outputs, self.rejection_score, self.temperature) < self.rejection_threshold
+                    if self.rejection_threshold is not None else np.zeros(len(probs), dtype=bool))
+        return [Prediction(tuple(labels[i] for i in row), tuple(int(i) for i in row),
+                           tuple(float(probs[n, i]) for i in row), bool(rejected[n])) for n, row in enumerate(order)]
+
+    def __call__(self, frames: Any, top_k: int | None = None) -> Prediction | list[Prediction]:
+        """One Prediction for one image, a list for a list or an NHWC batch."""
+        batch, single = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+        predictions = self.decode(self.infer(batch), top_k)
         return predictions[0] if single else predictions
 
     def close(self) -> None:
@@ -141,5 +169,8 @@ class Classifier:
     def __enter__(self) -> "Classifier":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.path)!r}, backend={self.backend_name!r}, classes={len(self.labels)}, size={self.image_size})"

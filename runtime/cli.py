@@ -1,6 +1,8 @@
-"""``clipedge predict`` and ``clipedge bench``: torch-free commands over the runtime.
+"""``clipedge predict`` and ``clipedge bench``: torch-free click commands over the runtime.
 
-Only ``bench --compare-torch`` imports torch, and only when asked.
+Registered on the main ``clipedge`` group (toolkit/cli.py), which turns a
+ClipedgeError into one line on stderr and exit status 2. Only ``bench
+--compare-torch`` imports torch, and only when given.
 """
 
 from __future__ import annotations
@@ -9,28 +11,36 @@ import csv
 import io
 import json
 import os
-from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
+from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
+from .classifier import Classifier, Prediction
+from .preprocess import prepare_frame
 
 
-def collect_images(inputs: tuple[Path, ...]) -> tuple[list[Path], int]:
-    """Files given directly, plus image files found in folders; other files in folders are counted, not read."""
-    from clipedge.errors import ClipedgeError
+def image_suffixes() -> set[str]:
+    """Every file extension PIL knows; in folders, other files are skipped without being opened."""
+    return {suffix.lower() for suffix in Image.registered_extensions()}
 
-    images, skipped = [], 0
+
+def collect_images(inputs: tuple[Path, ...] | list[Path]) -> tuple[list[Path], list[Path]]:
+    """(candidate images, skipped files): files given directly, and files with image suffixes found in folders."""
+    suffixes = image_suffixes()
+    images: list[Path] = []
+    skipped: list[Path] = []
     for item in inputs:
         if item.is_dir():
             for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if path.suffix.lower() in IMAGE_SUFFIXES:
-                    images.append(path)
-                else:
-                    skipped += 1
+                (images if path.suffix.lower() in suffixes else skipped).append(path)
         elif item.is_file():
             images.append(item)
         else:
@@ -38,99 +48,113 @@ def collect_images(inputs: tuple[Path, ...]) -> tuple[list[Path], int]:
     return images, skipped
 
 
+def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
+                  progress: bool = False) -> tuple[list[tuple[Path, Prediction]], list[Path]]:
+    """Classify image files batch by batch; files that fail to decode are returned as skipped, not raised."""
+    results: list[tuple[Path, Prediction]] = []
+    unreadable: list[Path] = []
+    size = classifier.image_size
+    with tqdm(total=len(paths), unit="image", disable=None if progress else True, leave=False) as bar:
+        for start in range(0, len(paths), classifier.batch_size):
+            frames, kept = [], []
+            for path in paths[start : start + classifier.batch_size]:
+                try:
+                    frames.append(prepare_frame(path, size, classifier.interpolation, classifier.resize_mode))
+                    kept.append(path)
+                except ClipedgeError:
+                    unreadable.append(path)
+            if frames:
+                results += zip(kept, classifier.predict(np.stack(frames), top_k=top_k))
+            bar.update(len(paths[start : start + classifier.batch_size]))
+    return results, unreadable
+
+
+def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+    return json.dumps({
+        "model": str(model), "backend": classifier.backend_name, "skipped": len(skipped),
+        "skipped_files": [str(p) for p in skipped],
+        "predictions": [{"path": str(path), **prediction.to_dict()} for path, prediction in results],
+    }, indent=2)
+
+
+def _as_csv(results: list[tuple[Path, Prediction]], top_k: int) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "score", *[f"{kind}_{rank}" for rank in range(2, top_k + 1) for kind in ("label", "score")]])
+    for path, p in results:
+        extra = [v for i in range(1, len(p.labels)) for v in (p.labels[i], f"{p.scores[i]:.6f}")]
+        writer.writerow([str(path), p.label, f"{p.score:.6f}", *extra])
+    return buffer.getvalue().rstrip("\n")
+
+
+def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
+    headers = ["image", "label", "score", *(["top-k"] if top_k > 1 else [])]
+    rows: list[list[Any]] = []
+    for path, p in results:
+        others = ", ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
+        rows.append([str(path), p.label, round(p.score, 4), *([others] if top_k > 1 else [])])
+    return format_table(headers, rows)
+
+
 @click.command("predict")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", default=1, show_default=True, type=int)
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s), e.g. CPUExecutionProvider.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run: {'predictions': [...], 'skipped': N}.")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ rank columns for --top-k > 1).")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Classes listed per image.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime provider(s) in order of preference, e.g. CPUExecutionProvider (default: best available).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: model, backend, predictions, skipped files.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1).")
 def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
                     as_json: bool, as_csv: bool) -> None:
-    """Label IMAGES (files or folders) with MODEL (.onnx or .engine), without PyTorch."""
-    from clipedge.errors import ClipedgeError
+    """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
 
-    from .classifier import Classifier
-
+    Files in folders that are not images are skipped and counted on stderr; so are unreadable images.
+    """
+    if as_json and as_csv:
+        raise ClipedgeError("--json and --csv: choose one output format")
     paths, skipped = collect_images(images)
-    if not paths:
-        raise ClipedgeError("IMAGES: no image files found")
+    total = len(paths) + len(skipped)
     classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size)
-    rows, unreadable = [], 0
-    for path in paths:
-        try:
-            prediction = classifier(path, top_k=top_k)
-        except ClipedgeError:
-            unreadable += 1
-            continue
-        rows.append((path, prediction))
+    results, unreadable = predict_files(classifier, paths, top_k, progress=not (as_json or as_csv))
     skipped += unreadable
+    if not results:
+        raise ClipedgeError(f"IMAGES: no readable images among {total} file(s)")
     if as_json:
-        click.echo(json.dumps({"model": str(model), "backend": classifier.backend_name, "skipped": skipped, "predictions": [
-            {"path": str(p), "label": r.label, "labels": list(r.labels), "indices": list(r.indices), "scores": list(r.scores)}
-            for p, r in rows]}, indent=2))
+        click.echo(_as_json(model, classifier, results, skipped))
     elif as_csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "label", "score"] + [f"{kind}_{i + 2}" for i in range(top_k - 1) for kind in ("label", "score")])
-        for path, r in rows:
-            extra = [v for i in range(1, len(r.labels)) for v in (r.labels[i], f"{r.scores[i]:.6f}")]
-            writer.writerow([str(path), r.label, f"{r.score:.6f}", *extra])
-        click.echo(buffer.getvalue().rstrip("\n"))
+        click.echo(_as_csv(results, top_k))
     else:
-        click.echo(format_table(["image", "label", "score", *(["top-k"] if top_k > 1 else [])],
-                                [[str(p), r.label, round(r.score, 4), *([", ".join(r.labels)] if top_k > 1 else [])] for p, r in rows]))
+        click.echo(_as_table(results, top_k))
     if skipped:
-        click.echo(f"skipped {skipped} file(s) that are not readable images", err=True)
+        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
 
 
 @click.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
-@click.option("--iters", default=50, show_default=True, type=int)
-@click.option("--warmup", default=10, show_default=True, type=int)
-@click.option("--threads", default=os.cpu_count(), show_default=True, type=int, help="CPU threads for onnxruntime and torch.")
-@click.option("--provider", "providers", multiple=True)
-@click.option("--compare-torch", "torch_run", type=click.Path(path_type=Path), help="RUN: also time the PyTorch eager pipeline.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+@click.option("--iters", default=50, show_default=True, type=click.IntRange(min=1), help="Timed calls per batch size.")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed calls first.")
+@click.option("--threads", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1),
+              help="CPU threads, for onnxruntime and torch alike.")
+@click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s), as for predict.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT engines: replay each batch as a CUDA graph.")
+@click.option("--compare-torch", "torch_run", type=click.Path(path_type=Path),
+              help="RUN directory: also time its PyTorch eager pipeline (needs torch) and report the speed-up.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
 def bench_command(model: Path, batches: str, iters: int, warmup: int, threads: int, providers: tuple[str, ...],
-                  torch_run: Path | None, as_json: bool) -> None:
-    """Latency (p50/p90/p99) and throughput of MODEL on host uint8 frames, optionally against PyTorch eager."""
-    from clipedge.errors import ClipedgeError
+                  cuda_graph: bool, torch_run: Path | None, as_json: bool) -> None:
+    """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
-    from .bench import measure, random_frames
-    from .classifier import Classifier
-
-    try:
-        sizes = [int(b) for b in batches.split(",")]
-    except ValueError:
-        raise ClipedgeError(f"--batch {batches}: expected comma-separated whole numbers, e.g. 1,8,32") from None
-    if not sizes or min(sizes) < 1 or iters < 1 or warmup < 0:
-        raise ClipedgeError("--batch, --iters: expected positive numbers")
-    classifier = Classifier(model, providers=list(providers) or None, batch_size=max(sizes), threads=threads)
-    reference = import_module("clipedge.torch_pipeline").eager_pipeline(torch_run, threads) if torch_run else None
-    report = {"model": str(model), "backend": classifier.backend_name, "threads": threads, "image_size": classifier.image_size,
-              "results": []}
-    for batch in sizes:
-        frames = random_frames(batch, classifier.image_size)
-        entry = {"batch": batch, "runtime": measure(lambda f: classifier.infer(f)["probs"], frames, iters, warmup).to_dict()}
-        if reference:
-            entry["torch"] = measure(reference, frames, iters, warmup).to_dict()
-            entry["speedup_p50"] = entry["torch"]["p50_ms"] / entry["runtime"]["p50_ms"]
-            entry["speedup_throughput"] = entry["runtime"]["images_per_s"] / entry["torch"]["images_per_s"]
-        report["results"].append(entry)
+    With --compare-torch RUN, the same frames also go through RUN's PyTorch eager pipeline
+    (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
+    """
+    report = run_bench(model, parse_batches(batches), iters, warmup, threads, list(providers) or None, torch_run,
+                       cuda_graph)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    rows = []
-    for entry in report["results"]:
-        for backend in ("runtime", "torch"):
-            if backend in entry:
-                m = entry[backend]
-                name = report["backend"] if backend == "runtime" else "pytorch eager"
-                rows.append([name, entry["batch"], round(m["p50_ms"], 2), round(m["p90_ms"], 2), round(m["p99_ms"], 2),
-                             round(m["images_per_s"], 1), round(entry["speedup_p50"], 2) if backend == "runtime" and reference else None])
-    click.echo(f"{model} · {threads} threads · uint8 frames {classifier.image_size}x{classifier.image_size} in, probabilities out")
-    click.echo(format_table(["backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speed-up p50"], rows))
-
+    size = report["image_size"]
+    click.echo(f"{model} · {threads} threads · uint8 frames {size}x{size} in, probabilities out")
+    click.echo(format_table(REPORT_HEADERS, report_rows(report)))

@@ -1,43 +1,74 @@
-"""Frames to model input, in numpy/PIL, matching open_clip's eval transform.
+"""Frames to model input in numpy/PIL, reproducing open_clip's eval transform.
 
-open_clip resizes the shortest side to the model size with bicubic
-interpolation (PIL's, antialiased), then centre-crops. Doing the same with PIL
-here keeps the runtime torch-free and within one grey level of training-time
-preprocessing. Frames already at model size skip all of it.
+An exported model takes uint8 RGB frames at its own resolution; everything
+else (decoding, colour order, resizing, cropping) happens here, torch-free.
+open_clip's eval transform is, per ``resize_mode``: ``shortest`` (the default)
+resizes the shortest side to the model size and centre-crops, ``squash``
+resizes to a square ignoring the aspect ratio, ``longest`` resizes the longest
+side and pads with black. The resampling is PIL's own (antialiased), exactly
+what torchvision does on PIL images, so results agree with training-time
+preprocessing to within one grey level (tests check this on photographs).
+Frames already at model size skip all of it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
 
-INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+RESIZE_MODES = ("shortest", "squash", "longest")
 
 
-def resize_shortest_and_crop(image: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
-    """torchvision's ``Resize(size)`` + ``CenterCrop(size)`` on a PIL image, reproduced exactly."""
+def _resample(interpolation: str) -> Image.Resampling:
+    try:
+        return INTERPOLATIONS[interpolation]
+    except KeyError:
+        raise ClipedgeError(f"interpolation {interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}") from None
+
+
+def resize_and_crop(image: Image.Image, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest") -> Image.Image:
+    """open_clip's eval geometry on a PIL image: resize per ``resize_mode``, then centre-crop or pad to size×size."""
     width, height = image.size
-    if (width, height) != (size, size):
-        if width <= height:
-            new_width, new_height = size, int(size * height / width)
-        else:
-            new_width, new_height = int(size * width / height), size
-        if (new_width, new_height) != (width, height):
-            image = image.resize((new_width, new_height), INTERPOLATIONS.get(interpolation, Image.Resampling.BICUBIC))
-        left = int(round((new_width - size) / 2.0))
-        top = int(round((new_height - size) / 2.0))
-        image = image.crop((left, top, left + size, top + size))
-    return image
+    if (width, height) == (size, size):
+        return image
+    resample = _resample(interpolation)
+    if resize_mode == "squash":
+        return image.resize((size, size), resample)
+    if resize_mode == "shortest":  # torchvision Resize(int): the long side is truncated, not rounded
+        short, long = min(width, height), max(width, height)
+        scaled = (size, int(size * long / short))
+        new_width, new_height = scaled if width <= height else scaled[::-1]
+    elif resize_mode == "longest":  # open_clip's ResizeKeepRatio(longest=1): both sides rounded
+        ratio = max(width, height) / size
+        new_width, new_height = round(width / ratio), round(height / ratio)
+    else:
+        raise ClipedgeError(f"resize_mode {resize_mode!r}: expected one of {', '.join(RESIZE_MODES)}")
+    if (new_width, new_height) != (width, height):
+        image = image.resize((new_width, new_height), resample)
+    if new_width < size or new_height < size:  # only "longest" gets here: pad with black, centred
+        canvas = Image.new("RGB", (max(size, new_width), max(size, new_height)))
+        canvas.paste(image, ((canvas.width - new_width) // 2, (canvas.height - new_height) // 2))
+        image, new_width, new_height = canvas, canvas.width, canvas.height
+    left, top = int(round((new_width - size) / 2.0)), int(round((new_height - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
 
 
-def _array_to_rgb(frame: np.ndarray, bgr: bool) -> np.ndarray:
+def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """An HW, HW1, HW3 or HW4 uint8 array → HW3 RGB (alpha dropped, as PIL's convert("RGB") does)."""
     if frame.dtype != np.uint8:
-        raise ClipedgeError(f"frame: expected dtype uint8 (0-255 pixels), got {frame.dtype}")
+        raise ClipedgeError(f"frame: expected dtype uint8 (pixels 0-255), got {frame.dtype}")
     if frame.ndim == 2:
         return np.repeat(frame[..., None], 3, axis=2)
     if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
@@ -48,53 +79,48 @@ def _array_to_rgb(frame: np.ndarray, bgr: bool) -> np.ndarray:
     return colour[..., ::-1] if bgr else colour
 
 
-def to_pil_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-        image = Image.fromarray(scaled.round().astype(np.uint8))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image if image.mode == "RGB" else image.convert("RGB")
+def load_image(path: str | Path) -> Image.Image:
+    """Decode an image file to RGB the way training did (clipedge.images); one-line error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClipedgeError(f"image {path}: no such file")
+    try:
+        return load_rgb(path)
+    except IMAGE_ERRORS as error:
+        raise ClipedgeError(f"image {path}: not a readable image ({type(error).__name__})") from None
 
 
-def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", bgr: bool = False) -> np.ndarray:
-    """One image (path, PIL image or HWC/HW uint8 array) → uint8 [size, size, 3] RGB."""
+def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                  bgr: bool = False) -> np.ndarray:
+    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB."""
     if isinstance(frame, (str, Path)):
-        path = Path(frame)
-        if not path.is_file():
-            raise ClipedgeError(f"image {path}: no such file")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                frame = to_pil_rgb(opened)
-        except (OSError, ValueError, SyntaxError) as error:
-            raise ClipedgeError(f"image {path}: not a readable image ({type(error).__name__})") from None
+        frame = load_image(frame)
     if isinstance(frame, Image.Image):
-        return np.asarray(resize_shortest_and_crop(to_pil_rgb(frame), size, interpolation), dtype=np.uint8)
+        return np.asarray(resize_and_crop(to_rgb(frame), size, interpolation, resize_mode), dtype=np.uint8)
     if isinstance(frame, np.ndarray):
-        rgb = _array_to_rgb(frame, bgr)
+        rgb = array_to_rgb(frame, bgr)
         if rgb.shape[:2] == (size, size):
             return np.ascontiguousarray(rgb)  # the fast path: already at model size
-        return np.asarray(resize_shortest_and_crop(Image.fromarray(np.ascontiguousarray(rgb)), size, interpolation), dtype=np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        return np.asarray(resize_and_crop(image, size, interpolation, resize_mode), dtype=np.uint8)
     raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
-def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", bgr: bool = False) -> tuple[np.ndarray, bool]:
-    """Any accepted input → (uint8 [N, size, size, 3], whether the input was a single image)."""
+def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                  bgr: bool = False) -> tuple[np.ndarray, bool]:
+    """Any accepted input → (uint8 [N, size, size, 3] RGB, whether the input was one image).
+
+    Accepted: one image as in :func:`prepare_frame`, a list or tuple of them,
+    or an NHWC uint8 batch (passed through untouched when already RGB at size).
+    """
     if isinstance(frames, np.ndarray) and frames.ndim == 4:
         if frames.dtype != np.uint8:
-            raise ClipedgeError(f"frames: expected dtype uint8, got {frames.dtype}")
-        if frames.shape[1:] == (size, size, 3) and not bgr:
-            return np.ascontiguousarray(frames), False
-        return np.stack([prepare_frame(f, size, interpolation, bgr) for f in frames]), False
+            raise ClipedgeError(f"frames: expected dtype uint8 (pixels 0-255), got {frames.dtype}")
+        if frames.shape[1:] == (size, size, 3):
+            return np.ascontiguousarray(frames[..., ::-1] if bgr else frames), False
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr) for f in frames]), False
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ClipedgeError("frames: got an empty list")
-        return np.stack([prepare_frame(f, size, interpolation, bgr) for f in frames]), False
-    return prepare_frame(frames, size, interpolation, bgr)[None], True
-
-
-def chunks(batch: np.ndarray, size: int) -> Sequence[np.ndarray]:
-    return [batch[start : start + size] for start in range(0, len(batch), size)]
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr) for f in frames]), False
+    return prepare_frame(frames, size, interpolation, resize_mode, bgr)[None], True

@@ -1,4 +1,9 @@
-"""onnxruntime backend: the best available provider, TensorRT EP, then CUDA EP, then CPU."""
+"""onnxruntime backend: the best available provider (TensorRT EP, then CUDA EP, then CPU), or the caller's.
+
+The provider that actually runs the model is reported as ``provider`` (and in
+``name``) and logged, because onnxruntime silently falls back to the CPU when
+a GPU provider fails to initialise.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,16 @@ import numpy as np
 
 from clipedge.errors import ClipedgeError
 
+from ..onnx_metadata import read_onnx_metadata
 from .base import Backend
 
 log = logging.getLogger(__name__)
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
-def tensorrt_provider_options(cache_dir: Path, fp16: bool = True) -> dict[str, object]:
+def tensorrt_provider_options(cache_dir: Path, fp16: bool) -> dict[str, object]:
     """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model."""
     return {
         "trt_fp16_enable": fp16,
@@ -28,55 +35,59 @@ def tensorrt_provider_options(cache_dir: Path, fp16: bool = True) -> dict[str, o
 
 
 def choose_providers(available: list[str], requested: list[str] | None) -> list[str]:
+    """The caller's providers (each must be installed), else the preferred ones that are installed."""
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise ClipedgeError(f"--provider {missing[0]}: not available here (available: {', '.join(available)})")
+            raise ClipedgeError(f"provider {missing[0]}: not available here (available: {', '.join(available)})")
         return list(requested)
     return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
 
 
+def _dim(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
 class OnnxRuntimeBackend(Backend):
+    """An ``onnxruntime.InferenceSession`` over a clipedge ONNX model."""
+
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
-        if not path.is_file():
-            raise ClipedgeError(f"model {path}: no such file")
+        metadata = read_onnx_metadata(path)
+        if metadata is None:
+            raise ClipedgeError(f"model {path}: not a valid ONNX model")
         chosen = choose_providers(ort.get_available_providers(), providers)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        provider_list: list = []
-        for provider in chosen:
-            if provider == "TensorrtExecutionProvider":
-                provider_list.append((provider, tensorrt_provider_options(path.parent / "trt-cache")))
-            else:
-                provider_list.append(provider)
-        try:
-            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
-                                        sess_options=_metadata_only()).get_modelmeta().custom_metadata_map
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
-            raise ClipedgeError(f"model {path}: not a valid ONNX model ({type(error).__name__})") from None
-        if meta.get("precision") == "fp16" and chosen[0] == "CPUExecutionProvider":
-            # onnxruntime's CPU graph fusions crash on fp16 transformer graphs; unfused they run correctly.
+        if metadata.get("precision") == "fp16" and chosen[0] == "CPUExecutionProvider":
+            # onnxruntime's CPU graph fusions segfault on fp16 transformer graphs; unfused they run correctly.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
-        self.metadata = dict(meta)
+        fp16 = metadata.get("precision") != "fp32"
+        provider_list = [(p, tensorrt_provider_options(path.parent / "trt-cache", fp16)) if p == "TensorrtExecutionProvider"
+                         else p for p in chosen]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
+        except Exception as error:  # noqa: BLE001 - onnxruntime's pybind exceptions share no public base class
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ClipedgeError(f"model {path}: onnxruntime cannot load it ({first_line})") from None
+        self.metadata = metadata
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime:{self.provider}"
-        self.input_name = self.session.get_inputs()[0].name
-        dim = self.session.get_inputs()[0].shape[0]
-        self.batch_range = (dim, dim) if isinstance(dim, int) else (1, None)
-        log.info("running %s with %s", path.name, self.provider)
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.input_shape = tuple(_dim(d) for d in model_input.shape)
+        self.input_dtype = ORT_DTYPES.get(model_input.type, model_input.type)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        probs = {o.name: o for o in self.session.get_outputs()}.get("probs")
+        self.num_classes = _dim(probs.shape[-1]) if probs is not None and probs.shape else None
+        batch = self.input_shape[0] if self.input_shape else None
+        self.batch_range = (batch, batch) if batch else (1, None)
+        log.info("running %s with onnxruntime's %s", path.name, self.provider)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, {self.input_name: images})))
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: images})))
 
-
-def _metadata_only():
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return options
+    def close(self) -> None:
+        self.session = None

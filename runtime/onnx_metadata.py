@@ -1,0 +1,69 @@
+"""Read an ONNX file's ``metadata_props`` without onnx and without building a session.
+
+The backend must know a model's precision before it creates the onnxruntime
+session: onnxruntime's CPU graph fusions crash the process (a segfault, not an
+exception) on fp16 transformer graphs, so fp16 models get an unfused session.
+Reading metadata through a throwaway session would load the weights twice,
+and the ``onnx`` package is not a runtime dependency. ``metadata_props`` is
+field 14 of the top-level ``ModelProto`` message, so a scan of the top-level
+protobuf fields, skipping the (large) graph field by its length, finds it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+METADATA_PROPS = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1; value = 2}
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+
+
+def _varint(buffer: bytes | mmap.mmap, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buffer: bytes | mmap.mmap, start: int, end: int):
+    """Yield (field number, wire type, value) for one message; length-delimited values as (offset, length)."""
+    position = start
+    while position < end:
+        key, position = _varint(buffer, position)
+        number, wire = key >> 3, key & 7
+        if wire == VARINT:
+            value, position = _varint(buffer, position)
+        elif wire == FIXED64:
+            value, position = None, position + 8
+        elif wire == FIXED32:
+            value, position = None, position + 4
+        elif wire == LENGTH_DELIMITED:
+            length, position = _varint(buffer, position)
+            value, position = (position, length), position + length
+        else:
+            raise ValueError(f"wire type {wire}")
+        if position > end or number == 0:
+            raise ValueError("truncated message")
+        yield number, wire, value
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str] | None:
+    """The model's metadata_props as a dict, or None when the file is not a parseable ONNX model."""
+    try:
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+            metadata: dict[str, str] = {}
+            for number, wire, value in _fields(buffer, 0, len(buffer)):
+                if number == METADATA_PROPS and wire == LENGTH_DELIMITED:
+                    offset, length = value
+                    entry = {n: bytes(buffer[v[0]:v[0] + v[1]]).decode("utf-8")
+                             for n, w, v in _fields(buffer, offset, offset + length) if w == LENGTH_DELIMITED}
+                    metadata[entry.get(1, "")] = entry.get(2, "")
+            return metadata
+    except (ValueError, IndexError, OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,115 @@
+"""The runtime on models written by ``clipedge export``: agreement with ``clipedge eval``, calibration, bench vs torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import clipedge
+from clipedge.cli import main
+from clipedge.export import export_model
+from clipedge.runtime import Classifier
+
+from conftest import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def run_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runtime-export")
+    data = write_image_folder(root / "data", per_class=14)
+    run = root / "run"
+    clipedge.train(data, run, method="tip-adapter", backbone="test-tiny-vit", pretrained="none", shots=4, views=2,
+                   progress=False)
+    return run, data
+
+
+@pytest.fixture(scope="module")
+def exported(run_and_data):
+    run, _ = run_and_data
+    return export_model(run, parity_count=16).artifact
+
+
+def _agreement(classifier: Classifier, report) -> float:
+    root = Path(report.data)
+    predictions = classifier.predict([root / p["path"] for p in report.predictions])
+    return float(np.mean([ours.index == theirs["predicted"] for ours, theirs in zip(predictions, report.predictions)]))
+
+
+def test_runtime_agrees_with_clipedge_eval(run_and_data, exported):
+    run, _ = run_and_data
+    report = clipedge.evaluate(run, progress=False)
+    assert len(report.predictions) >= 12
+    classifier = Classifier(exported)
+    assert classifier.labels == ["blue", "green", "red"] and classifier.image_size == 32
+    assert classifier.metadata["precision"] == "fp32"
+    assert _agreement(classifier, report) >= 0.995
+
+
+def test_fp16_model_runs_on_the_cpu_and_agrees(run_and_data, tmp_path):
+    run, _ = run_and_data
+    fp16 = export_model(run, tmp_path / "model.fp16.onnx", fp16=True, parity_count=16).artifact
+    classifier = Classifier(fp16)  # onnxruntime's fused CPU kernels would crash on this graph: the backend avoids them
+    assert classifier.metadata["precision"] == "fp16"
+    assert _agreement(classifier, clipedge.evaluate(run, progress=False)) >= 0.99
+
+
+def test_calibrated_model_rejects_as_calibration_decided(run_and_data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from clipedge.calibration.rejection import confidence_score
+
+    run, data = run_and_data
+    calibrated = tmp_path / "run"
+    shutil.copytree(run, calibrated)
+    from clipedge.calibration.calibrate import calibrate
+
+    calibrate(calibrated, progress=False)
+    manifest = json.loads((calibrated / "clipedge.json").read_text())["calibration"]
+    try:
+        artifact = export_model(calibrated, parity_count=16).artifact
+    except clipedge.ClipedgeError as error:  # reported to export: the temperature sharpens probs past the fp32 gate
+        pytest.skip(f"export of a calibrated run failed: {error}")
+    classifier = Classifier(artifact)
+    assert classifier.temperature == pytest.approx(manifest["temperature"])
+    assert classifier.rejection_threshold == pytest.approx(manifest["threshold"])
+    assert classifier.rejection_score == manifest["rejection_score"]
+    frames, _ = classifier_batch(classifier, sorted(data.rglob("*.png")))
+    outputs = classifier.infer(frames)
+    scores = confidence_score(torch.from_numpy(outputs["logits"]), manifest["rejection_score"], manifest["temperature"])
+    expected = (scores < manifest["threshold"]).numpy()
+    assert [p.rejected for p in classifier.decode(outputs)] == expected.tolist()
+
+
+def classifier_batch(classifier: Classifier, paths: list[Path]) -> tuple[np.ndarray, list[Path]]:
+    from clipedge.runtime.preprocess import prepare_batch
+
+    return prepare_batch(paths, classifier.image_size, classifier.interpolation, classifier.resize_mode)[0], paths
+
+
+def test_predict_command_on_the_runs_test_images(run_and_data, exported):
+    run, _ = run_and_data
+    report = clipedge.evaluate(run, progress=False)
+    root = Path(report.data)
+    result = CliRunner().invoke(main, ["predict", str(exported), *[str(root / p["path"]) for p in report.predictions],
+                                       "--json", "--batch-size", "5"])
+    assert result.exit_code == 0, result.output
+    predicted = [p["indices"][0] for p in json.loads(result.stdout)["predictions"]]
+    assert np.mean([a == b["predicted"] for a, b in zip(predicted, report.predictions)]) >= 0.995
+
+
+def test_bench_compares_with_torch(run_and_data, exported):
+    run, _ = run_and_data
+    result = CliRunner().invoke(main, ["bench", str(exported), "--batch", "1,4", "--iters", "3", "--warmup", "1",
+                                       "--threads", "2", "--compare-torch", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["torch_run"] == str(run) and [entry["batch"] for entry in report["results"]] == [1, 4]
+    for entry in report["results"]:
+        for backend in ("runtime", "torch"):
+            assert {"p50_ms", "p99_ms", "images_per_s"} <= set(entry[backend])
+        assert entry["speedup_p50"] == pytest.approx(entry["torch"]["p50_ms"] / entry["runtime"]["p50_ms"])
+        assert entry["speedup_throughput"] == pytest.approx(entry["runtime"]["images_per_s"] / entry["torch"]["images_per_s"])
