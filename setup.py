@@ -45,6 +45,7 @@ setup(
         "torch",
         "open_clip_torch>=2.24",
         "onnx",
+        "onnxscript",  # torch.onnx.export(dynamo=True) needs it; torch does not declare it
         "safetensors",
         "matplotlib",
         *RUNTIME_REQUIRES,
