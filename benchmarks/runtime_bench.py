@@ -6,7 +6,7 @@ present, ``RUN/export/model.fp16.onnx``), e.g. from
 Every model goes through ``clipedge.runtime.bench.run_bench`` with
 ``--compare-torch RUN`` semantics: the same uint8 frames through the runtime
 and through the run's fp32 PyTorch eager pipeline, in one process, with the
-same thread count. The load average is printed with the table because on a
+same thread count, in alternating rounds. The load average is printed with the table because on a
 shared machine other processes distort both columns.
 
     python benchmarks/runtime_bench.py bench-runs/clipedge-tiny bench-runs/ViT-B-32 [--batch 1,8,32] [--json]
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8,32")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating runtime/torch blocks per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--json", action="store_true")
@@ -64,7 +65,7 @@ def main() -> None:
             model = run / "export" / PRECISIONS[precision]
             if not model.is_file():
                 continue
-            report = run_bench(model, batches, args.iters, args.warmup, args.threads, torch_run=run)
+            report = run_bench(model, batches, args.iters, args.warmup, args.threads, torch_run=run, rounds=args.rounds)
             reports.append({"backbone": backbone, "precision": precision, **report})
             for entry in report["results"]:
                 rt, pt = entry["runtime"], entry["torch"]

@@ -4,11 +4,11 @@ What is timed is what a camera loop pays: uint8 frames at model size in host
 memory in, probabilities in host memory out. Latency percentiles come from
 ``iterations`` timed calls after ``warmup`` untimed ones; throughput is the
 batch size over the median latency. Both pipelines see the same frames in the
-same process with the same thread count.
+same process with the same thread count, timed in alternating rounds.
 
 The report (``clipedge bench --json``)::
 
-    {"model": str, "backend": str, "threads": int, "image_size": int, "iterations": int, "warmup": int,
+    {"model": str, "backend": str, "threads": int, "image_size": int, "iterations": int, "warmup": int, "rounds": int,
      "torch_run": str | null,
      "results": [{"batch": int,
                   "runtime": {"batch", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "iterations"},
@@ -43,19 +43,40 @@ class Measurement:
         return asdict(self)
 
 
+def summarise(batch: int, seconds: np.ndarray) -> Measurement:
+    """Percentiles of per-call latencies; throughput is the batch over the median latency."""
+    p50, p90, p99 = np.percentile(seconds * 1e3, [50, 90, 99])
+    return Measurement(batch, float(p50), float(p90), float(p99), float(batch / np.median(seconds)), len(seconds))
+
+
+def measure_alternating(pipelines: dict[str, Callable[[np.ndarray], object]], frames: np.ndarray, iterations: int,
+                        warmup: int, rounds: int = 5) -> dict[str, Measurement]:
+    """Time several pipelines on the same frames in alternating blocks (A×k, B×k, A×k, ...).
+
+    On a shared machine, load comes and goes; timing all of A and then all of
+    B lets it fall on one side only. Alternating ``rounds`` blocks spreads it
+    over both, while each block is long enough that switching thread pools
+    costs little.
+    """
+    if iterations < 1 or warmup < 0 or rounds < 1:
+        raise ClipedgeError(f"iterations {iterations}, warmup {warmup}: expected iterations ≥ 1 and warmup ≥ 0")
+    for run_batch in pipelines.values():
+        for _ in range(warmup):
+            run_batch(frames)
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    block = -(-iterations // rounds)
+    while len(next(iter(times.values()))) < iterations:
+        for name, run_batch in pipelines.items():
+            for _ in range(min(block, iterations - len(times[name]))):
+                start = time.perf_counter()
+                run_batch(frames)
+                times[name].append(time.perf_counter() - start)
+    return {name: summarise(len(frames), np.array(t)) for name, t in times.items()}
+
+
 def measure(run_batch: Callable[[np.ndarray], object], frames: np.ndarray, iterations: int, warmup: int) -> Measurement:
     """Time ``run_batch(frames)`` end to end: ``warmup`` untimed calls, then ``iterations`` timed ones."""
-    if iterations < 1 or warmup < 0:
-        raise ClipedgeError(f"iterations {iterations}, warmup {warmup}: expected iterations ≥ 1 and warmup ≥ 0")
-    for _ in range(warmup):
-        run_batch(frames)
-    times = np.empty(iterations)
-    for i in range(iterations):
-        start = time.perf_counter()
-        run_batch(frames)
-        times[i] = time.perf_counter() - start
-    p50, p90, p99 = np.percentile(times * 1e3, [50, 90, 99])
-    return Measurement(len(frames), float(p50), float(p90), float(p99), float(len(frames) / np.median(times)), iterations)
+    return measure_alternating({"only": run_batch}, frames, iterations, warmup, rounds=1)["only"]
 
 
 def random_frames(batch: int, size: int, seed: int = 0) -> np.ndarray:
@@ -85,22 +106,27 @@ def torch_reference(run: str | Path, threads: int | None) -> Callable[[np.ndarra
 
 def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmup: int = 10, threads: int | None = None,
               providers: list[str] | None = None, torch_run: str | Path | None = None,
-              cuda_graph: bool = False) -> dict[str, Any]:
-    """Measure ``model`` through the runtime at each batch size (and the eager pipeline of ``torch_run``)."""
+              cuda_graph: bool = False, rounds: int = 5) -> dict[str, Any]:
+    """Measure ``model`` through the runtime at each batch size (and the eager pipeline of ``torch_run``,
+    in alternating rounds: see :func:`measure_alternating`)."""
     from .classifier import Classifier
 
     classifier = Classifier(model, providers=providers, batch_size=max(batches), threads=threads, cuda_graph=cuda_graph)
     reference = torch_reference(torch_run, threads) if torch_run else None
     report: dict[str, Any] = {"model": str(model), "backend": classifier.backend_name, "threads": threads,
-                              "image_size": classifier.image_size, "iterations": iterations, "warmup": warmup,
+                              "image_size": classifier.image_size, "iterations": iterations, "warmup": warmup, "rounds": rounds,
                               "torch_run": str(torch_run) if torch_run else None, "results": []}
     with classifier:
         for batch in batches:
             frames = random_frames(batch, classifier.image_size)
-            runtime = measure(lambda f: classifier.infer(f)["probs"], frames, iterations, warmup)
+            pipelines = {"runtime": lambda f: classifier.infer(f)["probs"]}
+            if reference is not None:
+                pipelines["torch"] = reference
+            measured = measure_alternating(pipelines, frames, iterations, warmup, rounds)
+            runtime = measured["runtime"]
             entry: dict[str, Any] = {"batch": batch, "runtime": runtime.to_dict()}
             if reference is not None:
-                torch_eager = measure(reference, frames, iterations, warmup)
+                torch_eager = measured["torch"]
                 entry["torch"] = torch_eager.to_dict()
                 entry["speedup_p50"] = torch_eager.p50_ms / runtime.p50_ms
                 entry["speedup_throughput"] = runtime.images_per_s / torch_eager.images_per_s

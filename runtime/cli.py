@@ -136,6 +136,8 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--iters", default=50, show_default=True, type=click.IntRange(min=1), help="Timed calls per batch size.")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed calls first.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="With --compare-torch: alternate runtime and torch in this many blocks, so passing load hits both.")
 @click.option("--threads", default=os.cpu_count() or 1, show_default=True, type=click.IntRange(min=1),
               help="CPU threads, for onnxruntime and torch alike.")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s), as for predict.")
@@ -143,7 +145,7 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
 @click.option("--compare-torch", "torch_run", type=click.Path(path_type=Path),
               help="RUN directory: also time its PyTorch eager pipeline (needs torch) and report the speed-up.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
-def bench_command(model: Path, batches: str, iters: int, warmup: int, threads: int, providers: tuple[str, ...],
+def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
                   cuda_graph: bool, torch_run: Path | None, as_json: bool) -> None:
     """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
@@ -151,7 +153,7 @@ def bench_command(model: Path, batches: str, iters: int, warmup: int, threads: i
     (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
     """
     report = run_bench(model, parse_batches(batches), iters, warmup, threads, list(providers) or None, torch_run,
-                       cuda_graph)
+                       cuda_graph, rounds)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

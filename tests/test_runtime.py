@@ -27,7 +27,7 @@ from clipedge.cli import main
 from clipedge.errors import ClipedgeError
 from clipedge.runtime import Classifier, Prediction
 from clipedge.runtime.backends.tensorrt_backend import check_compatible, read_sidecar
-from clipedge.runtime.bench import measure, parse_batches
+from clipedge.runtime.bench import measure, measure_alternating, parse_batches
 from clipedge.runtime.onnx_metadata import read_onnx_metadata
 from clipedge.runtime.preprocess import prepare_batch, prepare_frame
 
@@ -387,6 +387,8 @@ def test_measure_and_batches():
     frames = np.zeros((4, 2, 2, 3), np.uint8)
     m = measure(lambda f: f.sum(), frames, iterations=7, warmup=2)
     assert m.batch == 4 and m.iterations == 7 and 0 < m.p50_ms <= m.p90_ms <= m.p99_ms and m.images_per_s > 0
+    both = measure_alternating({"fast": lambda f: None, "slow": lambda f: sum(range(20000))}, frames, 7, 1, rounds=3)
+    assert [m.iterations for m in both.values()] == [7, 7] and both["fast"].p50_ms < both["slow"].p50_ms
     assert parse_batches("1, 8,32") == [1, 8, 32]
     with pytest.raises(ClipedgeError, match="at least 1"):
         parse_batches("0,2")
