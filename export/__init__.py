@@ -1,16 +1,25 @@
 """Fusion of backbone and head into one graph, its ONNX/TensorRT export and the parity gate.
 
-Kept import-light: ``export_model`` (and with it torch) loads on first use.
+Kept import-light: ``export_model`` (and with it torch and onnx) loads on first
+use, so code that only needs, say, the TensorRT provider options stays torch-free.
 """
 
 from importlib import import_module
 from typing import Any
 
+_LAZY = {
+    "export_model": "clipedge.export.exporter",
+    "ExportResult": "clipedge.export.exporter",
+    "read_onnx_metadata": "clipedge.export.metadata",
+    "tensorrt_providers": "clipedge.export.ort_tensorrt",
+    "tensorrt_provider_options": "clipedge.export.ort_tensorrt",
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name in ("export_model", "ExportResult"):
-        return getattr(import_module("clipedge.export.exporter"), name)
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'clipedge.export' has no attribute {name!r}")
 
 
-__all__ = ["ExportResult", "export_model"]
+__all__ = sorted(_LAZY)

@@ -1,8 +1,12 @@
-"""``clipedge export``: a run directory in, one checked artifact out (ONNX fp32/fp16, or a TensorRT engine)."""
+"""``clipedge export``: a run directory in, one checked artifact out (ONNX fp32/fp16, or a TensorRT engine).
+
+Order matters: every input is validated before the slow work starts, and
+nothing is written to its final name before the parity gate has passed.
+"""
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +15,24 @@ from typing import Any
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, load_run
-from clipedge.version import __version__
+from clipedge.training import resolve_device
 
-from .batch import DEFAULT_BATCH, parse_batch
+from .batch import resolve_batch
+from .files import check_destination, publish, staging_folder
 from .fuse import FusedClassifier
-from .onnx_export import INPUT_NAME, OPSET, set_metadata, to_onnx
-from .parity import PARITY_IMAGES, check_parity
-from .tensorrt_build import EngineSettings, build_engine, gpu_identity, import_tensorrt, write_atomically, write_sidecar
+from .metadata import calibration_of, model_metadata, set_onnx_metadata
+from .onnx_export import OPSET, check_opset, to_onnx
+from .parity import PARITY_IMAGES, ParityReference, ParityResult, compare, onnxruntime_probs, reference_outputs
+from .tensorrt_build import (OPTIMIZATION_LEVEL, WORKSPACE_GIB, EngineSettings, build_engine, default_timing_cache,
+                             engine_parity, gpu_identity, import_tensorrt)
 
 FORMATS = ("onnx", "engine")
 
 
 @dataclass
 class ExportResult:
+    """What ``export_model`` wrote and how it checked out."""
+
     artifact: Path
     format: str
     precision: str
@@ -32,7 +41,8 @@ class ExportResult:
     nodes_after: int
     parity: dict[str, Any]
     seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: other files written with the artifact: the engine's sidecar and the fp16 ONNX it was built from
+    related: dict[str, Path] = field(default_factory=dict)
 
 
 def default_artifact(run: Run, format: str, fp16: bool) -> Path:
@@ -40,37 +50,10 @@ def default_artifact(run: Run, format: str, fp16: bool) -> Path:
     return run.path / "export" / name
 
 
-def _check_destination(out: Path) -> None:
-    if out.is_dir():
-        raise ClipedgeError(f"--out {out}: is a directory; give a file name such as {out / 'model.onnx'}")
-    if not out.parent.is_dir():
-        raise ClipedgeError(f"--out {out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise ClipedgeError(f"--out {out}: folder {out.parent} is not writable")
-
-
-def model_metadata(run: Run, precision: str, embeddings: bool) -> dict[str, Any]:
-    spec = run.backbone_spec
-    calibration = run.manifest.get("calibration") or {}
-    metadata: dict[str, Any] = {
-        "class_names": run.class_names,
-        "image_size": str(spec.image_size),
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
-                  "shape": ["N", spec.image_size, spec.image_size, 3]},
-        "outputs": ["logits", "probs", *(["embeddings"] if embeddings else [])],
-        "interpolation": spec.interpolation,
-        "resize_mode": spec.resize_mode,
-        "backbone": spec.name,
-        "method": run.method,
-        "source_run": str(run.path.resolve()),
-        "clipedge_version": __version__,
-        "precision": precision,
-    }
-    if calibration:
-        metadata["temperature"] = str(calibration["temperature"])
-        metadata["rejection_score"] = calibration["rejection_score"]
-        metadata["rejection_threshold"] = str(calibration["threshold"])
-    return metadata
+def _gate(parity: ParityResult, run: Run, what: str) -> None:
+    if not parity.passed:
+        raise ClipedgeError(
+            f"export of {run.path}: the {what} failed its parity gate: {parity.describe()}; nothing was written")
 
 
 def export_model(
@@ -78,50 +61,80 @@ def export_model(
     out: str | Path | None = None,
     format: str = "onnx",
     fp16: bool = False,
-    batch: str = DEFAULT_BATCH,
-    fixed_batch: int | None = None,
+    batch: str | int | None = None,
     embeddings: bool = False,
+    fixed_batch: bool = False,
     opset: int = OPSET,
+    device: str = "cpu",
     parity_count: int = PARITY_IMAGES,
     timing_cache: str | Path | None = None,
+    workspace_gib: float = WORKSPACE_GIB,
+    optimization_level: int = OPTIMIZATION_LEVEL,
 ) -> ExportResult:
-    """Fuse, export, gate on parity, and only then write the artifact (temporary name, then rename)."""
+    """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
+
+    ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile); with ``fixed_batch`` the ONNX input
+    is fixed to that one N instead of a dynamic batch. ``format="engine"`` implies fp16 (see tensorrt_build).
+    """
     started = time.perf_counter()
     if format not in FORMATS:
         raise ClipedgeError(f"--format {format}: expected one of {', '.join(FORMATS)}")
-    profile = parse_batch(batch)
-    if fixed_batch is not None and fixed_batch < 1:
-        raise ClipedgeError(f"--fixed-batch {fixed_batch}: expected a batch size of at least 1")
+    check_opset(opset)
+    if parity_count < 1:
+        raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
+    profile, static_batch = resolve_batch(batch, fixed_batch)
     run = load_run(run_dir)
     if format == "engine":
         import_tensorrt()
         gpu_identity()
-        fp16 = True  # engines are built from the fp16 ONNX: that is the point of TensorRT here
+        fp16 = True
+    device = resolve_device(device)
     precision = "fp16" if fp16 else "fp32"
     artifact = Path(out) if out else default_artifact(run, format, fp16)
     if out is None:
         artifact.parent.mkdir(exist_ok=True)
-    _check_destination(artifact)
+    check_destination(artifact)
 
     spec = run.backbone_spec
-    backbone = load_backbone_from_spec(spec)
-    temperature = (run.manifest.get("calibration") or {}).get("temperature")
-    fused = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings, half_encoder=fp16)
-    graph = to_onnx(fused, spec.image_size, fixed_batch, opset)
-    reference = fused if not fp16 else FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings)
-    parity = check_parity(graph.model.SerializeToString(), precision, reference, backbone, run, temperature, parity_count,
-                          fixed_batch)
-    if not parity.passed:
-        raise ClipedgeError(f"export of {run.path} failed its parity gate: {parity.describe()}; nothing was written")
-    metadata = {**model_metadata(run, precision, embeddings), "parity": parity.to_dict()}
-    set_metadata(graph.model, metadata)
-    onnx_path = artifact if format == "onnx" else artifact.with_suffix(".fp16.onnx")
-    write_atomically(onnx_path, graph.model.SerializeToString())
-    extra: dict[str, Any] = {}
-    if format == "engine":
-        settings = EngineSettings(profile, spec.image_size, timing_cache=Path(timing_cache) if timing_cache else artifact.with_name("timing.cache"))
-        facts = build_engine(onnx_path, artifact, settings)
-        extra["sidecar"] = str(write_sidecar(artifact, {**metadata, **facts}))
-        extra["onnx"] = str(onnx_path)
+    backbone = load_backbone_from_spec(spec, device)
+    temperature = calibration_of(run).get("temperature")
+    reference_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings)
+    exported_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings,
+                                      half_encoder=True) if fp16 else reference_module
+    graph = to_onnx(exported_module, spec.image_size, static_batch, opset)
+    model_bytes = graph.model.SerializeToString()
+    reference = reference_outputs(run, backbone, reference_module, temperature, parity_count)
+    exported_probs = onnxruntime_probs(model_bytes, precision, device, static_batch)(reference.frames)
+    parity = compare(exported_probs, reference, precision)
+    _gate(parity, run, "ONNX model")
+    metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset)
+    set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict()})
+
+    onnx_path = artifact if format == "onnx" else artifact.with_name(f"{artifact.stem}.fp16.onnx")
+    related: dict[str, Path] = {}
+    with staging_folder(artifact) as staging:
+        staged_onnx = staging / onnx_path.name
+        staged_onnx.write_bytes(graph.model.SerializeToString())
+        if format == "engine":
+            settings = EngineSettings(profile, spec.image_size, workspace_gib, optimization_level,
+                                      Path(timing_cache) if timing_cache else default_timing_cache())
+            parity = _build_and_check_engine(run, staged_onnx, artifact, settings, metadata, parity, reference)
+            related = {"sidecar": artifact.with_name(f"{artifact.name}.json"), "onnx": onnx_path}
+        publish(staged_onnx, onnx_path)
     return ExportResult(artifact, format, precision, artifact.stat().st_size, graph.nodes_before, graph.nodes_after,
-                        parity.to_dict(), time.perf_counter() - started, extra)
+                        parity.to_dict(), time.perf_counter() - started, related)
+
+
+def _build_and_check_engine(run: Run, staged_onnx: Path, artifact: Path, settings: EngineSettings,
+                            metadata: dict[str, Any], onnx_parity: ParityResult, reference: ParityReference) -> ParityResult:
+    """Build the engine next to the staged ONNX, gate it on the same frames, then publish it with its sidecar."""
+    staged_engine = staged_onnx.with_name(artifact.name)
+    sidecar = staged_onnx.with_name(f"{artifact.name}.json")  # the runtime's TensorRT backend reads it
+    facts = {**metadata, **build_engine(staged_onnx, staged_engine, settings), "onnx_parity": onnx_parity.to_dict()}
+    sidecar.write_text(json.dumps(facts, indent=2) + "\n")
+    parity = engine_parity(staged_engine, reference, "fp16")
+    _gate(parity, run, "TensorRT engine")
+    sidecar.write_text(json.dumps({**facts, "parity": parity.to_dict()}, indent=2) + "\n")
+    publish(sidecar, artifact.with_name(sidecar.name))
+    publish(staged_engine, artifact)
+    return parity

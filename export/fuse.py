@@ -11,7 +11,21 @@ the graph, and what folds exactly is folded:
   folding would change every border pixel: there the scale and shift stay as
   one multiply-add in front of the encoder.
 - Heads: the logit scale multiplies the constant class matrix W once, here,
-  instead of every logit at run time.
+  instead of every logit at run time (the exporter's optimiser then drops the
+  remaining multiply by 1).
+
+Half precision (``half_encoder``) covers the encoder only, which is where the
+FLOPs are. These stay fp32, each for a reason:
+
+- the uint8 → float cast and, for ResNets, the normalising multiply-add: the
+  input contract is uint8 and the first rounding should happen once, after it;
+- LayerNormalization statistics: ONNX computes them in fp32 (``stash_type=1``)
+  even on fp16 tensors; a mean of squares over 768 channels overflows fp16;
+- the whole head and the final softmax: CLIP logits are ``100 · cos``, so an
+  fp16 cosine (about 3 significant digits) would move logits by ~0.1 and
+  probabilities by up to ~1e-2, the entire fp16 error budget, for well under
+  1 % of the model's FLOPs. Tip-Adapter's ``exp(−β(1 − f·K))`` amplifies the
+  same error. The embeddings' L2 normalisation lives in the head, so it is fp32 too.
 """
 
 from __future__ import annotations
@@ -43,10 +57,11 @@ def fold_normalisation_into_patch_embedding(conv: nn.Conv2d, mean: torch.Tensor,
         folded.weight.copy_(weight / (255.0 * std.double().view(1, -1, 1, 1)))
         shift = -(weight * (mean / std).double().view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
         folded.bias.copy_(shift + (conv.bias.double() if conv.bias is not None else 0))
-    return folded
+    return folded.to(conv.weight.device)
 
 
-def _patch_embedding(visual: nn.Module) -> nn.Conv2d | None:
+def foldable_patch_embedding(visual: nn.Module) -> nn.Conv2d | None:
+    """A ViT's patch embedding when it is an unpadded stride = kernel conv; None otherwise (ResNets)."""
     conv = getattr(visual, "conv1", None)
     is_vit = hasattr(visual, "class_embedding")
     if is_vit and isinstance(conv, nn.Conv2d) and conv.padding in ((0, 0), 0, "valid") and conv.stride == conv.kernel_size:
@@ -61,10 +76,10 @@ class FusedClassifier(nn.Module):
                  embeddings: bool = False, fold: bool = True, half_encoder: bool = False):
         super().__init__()
         self.visual = copy.deepcopy(visual).float().eval().requires_grad_(False)
-        self.head = fold_logit_scale(head) if fold else copy.deepcopy(head).eval()
-        mean = torch.tensor(spec.mean, dtype=torch.float32)
-        std = torch.tensor(spec.std, dtype=torch.float32)
-        conv = _patch_embedding(self.visual) if fold else None
+        self.head = (fold_logit_scale(head) if fold else copy.deepcopy(head).eval()).to(self.device)
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(spec.std, dtype=torch.float32, device=self.device)
+        conv = foldable_patch_embedding(self.visual) if fold else None
         self.normalisation_folded = conv is not None
         if conv is not None:
             self.visual.conv1 = fold_normalisation_into_patch_embedding(conv, mean, std)
@@ -72,27 +87,25 @@ class FusedClassifier(nn.Module):
         self.register_buffer("pixel_shift", (-mean / std).view(1, 3, 1, 1))
         self.inverse_temperature = 1.0 / temperature if temperature else None
         self.with_embeddings = embeddings
-        # fp16: only the encoder runs in half precision. The head, its final normalisation and the softmax
-        # stay fp32: they are cheap, and probabilities near a decision boundary need the extra bits.
-        # LayerNormalization keeps fp32 statistics in ONNX (stash_type=1) and in TensorRT.
         self.half_encoder = half_encoder
         if half_encoder:
             self.visual.half()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.visual.parameters()).device
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         pixels = images.permute(0, 3, 1, 2).float()
         if not self.normalisation_folded:
             pixels = pixels * self.pixel_scale + self.pixel_shift
-        return self.visual(pixels.half() if self.half_encoder else pixels)
+        return self.visual(pixels.half() if self.half_encoder else pixels).float()
 
-    def forward(self, images: torch.Tensor):
-        features = self.encode(images).float()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.encode(images)
         logits = self.head(features)
         scaled = logits * self.inverse_temperature if self.inverse_temperature else logits
         probs = F.softmax(scaled, dim=-1)
         if self.with_embeddings:
             return logits, probs, self.head.embed(features)
         return logits, probs
-
-
-OUTPUT_NAMES = ("logits", "probs", "embeddings")

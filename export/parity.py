@@ -1,21 +1,23 @@
 """The parity gate: an exported model must reproduce the PyTorch pipeline on the run's own images.
 
-Two references: the fused PyTorch module (same uint8 input: isolates the
-export) and the unfused pipeline a user would have written (open_clip's eval
-transform on the image file, ``encode_image``, the head, softmax: checks that
-fusion and folding changed nothing). The fused model receives the uint8 image
-that open_clip's resize and centre crop produce, so the only difference left
-is the graph.
+Two references: the fused PyTorch module in fp32 (same uint8 input: isolates
+the export and, for fp16, the precision loss) and the unfused pipeline a user
+would have written (open_clip's eval transform on the image file,
+``encode_image``, the head, softmax: checks that fusion and folding changed
+nothing). The exported model receives the uint8 image that open_clip's resize
+and centre crop produce from the same file, so the only difference left is
+the graph.
 """
 
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torchvision import transforms as T
 
@@ -30,6 +32,19 @@ from .fuse import FusedClassifier
 #: precision -> (minimum top-1 agreement, maximum |Δprob|)
 TOLERANCES = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2)}
 PARITY_IMAGES = 64
+REFERENCE_BATCH = 16
+
+#: uint8 frames [N, H, W, 3] -> probs [N, C], the exported model under test
+ProbsFunction = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ParityReference:
+    """The frames an export is checked on and the two PyTorch answers for them."""
+
+    frames: np.ndarray
+    fused: np.ndarray
+    pipeline: np.ndarray
 
 
 @dataclass
@@ -43,9 +58,16 @@ class ParityResult:
     max_dprob: float
 
     @property
+    def agreement(self) -> float:
+        return min(self.agreement_fused, self.agreement_pipeline)
+
+    @property
+    def dprob(self) -> float:
+        return max(self.max_dprob_fused, self.max_dprob_pipeline)
+
+    @property
     def passed(self) -> bool:
-        return min(self.agreement_fused, self.agreement_pipeline) >= self.min_agreement and max(
-            self.max_dprob_fused, self.max_dprob_pipeline) <= self.max_dprob
+        return self.agreement >= self.min_agreement and self.dprob <= self.max_dprob
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -72,46 +94,77 @@ def split_eval_transform(eval_transform: T.Compose) -> tuple[T.Compose, T.Compos
     return T.Compose(steps[:cut]), T.Compose(steps[cut:])
 
 
-def ort_session(model_bytes: bytes, precision: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if precision == "fp16":
-        # onnxruntime's CPU graph fusions crash on fp16 transformer graphs (seen with 1.2x); unfused they run.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+@contextmanager
+def exact_fp32() -> Iterator[None]:
+    """No TF32 on the GPU while references run: it rounds fp32 matmuls and convs to 10 mantissa bits (~1e-3)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @torch.no_grad()
-def check_parity(model_bytes: bytes, precision: str, reference: FusedClassifier, backbone: Backbone, run: Run,
-                 temperature: float | None, count: int = PARITY_IMAGES, fixed_batch: int | None = None) -> ParityResult:
+@exact_fp32()
+def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
+                      count: int = PARITY_IMAGES) -> ParityReference:
+    """Probabilities of the fp32 fused module and of the unfused pipeline on ``count`` of the run's images."""
     to_model_size, to_tensor = split_eval_transform(backbone.eval_transform)
     pil_images = [to_model_size(load_rgb(path)) for path in parity_images(run, count)]
     frames = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in pil_images])
-    session = ort_session(model_bytes, precision)
-    exported = _run_in_batches(session, frames, fixed_batch or 16, padded=fixed_batch is not None)
-    fused = reference(torch.from_numpy(frames))[1].numpy()
-    pixels = torch.stack([to_tensor(image) for image in pil_images])
-    logits = run.head(backbone.model.encode_image(pixels.to(backbone.device)).float().cpu())
-    pipeline = (logits / (temperature or 1.0)).softmax(dim=-1).numpy()
+    fused_probs, pipeline_probs = [], []
+    for start in range(0, len(frames), REFERENCE_BATCH):
+        chunk = frames[start : start + REFERENCE_BATCH]
+        fused_probs.append(fused(torch.from_numpy(chunk).to(fused.device))[1].cpu())
+        pixels = torch.stack([to_tensor(image) for image in pil_images[start : start + REFERENCE_BATCH]])
+        logits = run.head(backbone.encode_images(pixels))
+        pipeline_probs.append((logits / (temperature or 1.0)).softmax(dim=-1))
+    return ParityReference(frames, torch.cat(fused_probs).numpy(), torch.cat(pipeline_probs).numpy())
+
+
+def compare(exported: np.ndarray, reference: ParityReference, precision: str) -> ParityResult:
+    """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance."""
     minimum, maximum = TOLERANCES[precision]
 
     def agreement(other: np.ndarray) -> float:
         return float((exported.argmax(1) == other.argmax(1)).mean())
 
     return ParityResult(
-        images=len(frames),
-        agreement_fused=agreement(fused), max_dprob_fused=float(np.abs(exported - fused).max()),
-        agreement_pipeline=agreement(pipeline), max_dprob_pipeline=float(np.abs(exported - pipeline).max()),
+        images=len(exported),
+        agreement_fused=agreement(reference.fused), max_dprob_fused=float(np.abs(exported - reference.fused).max()),
+        agreement_pipeline=agreement(reference.pipeline),
+        max_dprob_pipeline=float(np.abs(exported - reference.pipeline).max()),
         min_agreement=minimum, max_dprob=maximum,
     )
 
 
-def _run_in_batches(session: ort.InferenceSession, frames: np.ndarray, batch: int, padded: bool) -> np.ndarray:
-    """``probs`` for all frames; a fixed-batch model gets its last chunk padded with repeats."""
+def onnxruntime_probs(model_bytes: bytes, precision: str, device: str, fixed_batch: int | None) -> ProbsFunction:
+    """The exported ONNX in onnxruntime: the CUDA provider when checking on a GPU, else the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    use_cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
+    if precision == "fp16" and not use_cuda:
+        # onnxruntime's CPU layout optimisations (level ALL) segfault on fp16 transformer graphs (seen with 1.32);
+        # the basic and extended fusions run them correctly.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    providers = ["CPUExecutionProvider"]
+    if use_cuda:  # fp32 parity needs true fp32 on the GPU too
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
+    session = ort.InferenceSession(model_bytes, options, providers=providers)
+    return lambda frames: run_in_batches(lambda chunk: session.run(["probs"], {"images": chunk})[0], frames,
+                                         fixed_batch or REFERENCE_BATCH, min_batch=fixed_batch or 1)
+
+
+def run_in_batches(probs: ProbsFunction, frames: np.ndarray, batch: int, min_batch: int = 1) -> np.ndarray:
+    """``probs`` over all frames in chunks of ``batch``; a last chunk below ``min_batch`` is padded with repeats."""
     outputs = []
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]
         count = len(chunk)
-        if padded and count < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, axis=0)])
-        outputs.append(session.run(["probs"], {"images": chunk})[0][:count])
+        if count < min_batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], min_batch - count, axis=0)])
+        outputs.append(probs(np.ascontiguousarray(chunk))[:count])
     return np.concatenate(outputs)

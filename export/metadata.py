@@ -1,0 +1,75 @@
+"""What travels with an exported model: ONNX ``metadata_props`` and the engine's JSON sidecar.
+
+The runtime needs nothing but the artifact (DESIGN.md §4), so everything it
+must know to feed the model and label its output lives here: class names,
+the input contract, the resize the training pipeline used, the calibrated
+temperature and rejection threshold, and where and how the model was made.
+ONNX metadata is string → string; structured values are stored as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clipedge.version import __version__
+
+if TYPE_CHECKING:  # importing clipedge.run_dir would import torch; this module stays torch-free for the runtime
+    from clipedge.run_dir import Run
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("logits", "probs", "embeddings")
+
+
+def output_names(embeddings: bool) -> list[str]:
+    return list(OUTPUT_NAMES[: 3 if embeddings else 2])
+
+
+def calibration_of(run: Run) -> dict[str, Any]:
+    """The manifest's ``calibration`` entry (written by ``clipedge calibrate``), or {}."""
+    return run.manifest.get("calibration") or {}
+
+
+def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int | None, opset: int) -> dict[str, Any]:
+    spec = run.backbone_spec
+    metadata: dict[str, Any] = {
+        "class_names": run.class_names,
+        "image_size": str(spec.image_size),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+                  "shape": [fixed_batch or "N", spec.image_size, spec.image_size, 3]},
+        "outputs": output_names(embeddings),
+        "interpolation": spec.interpolation,
+        "resize_mode": spec.resize_mode,
+        "backbone": spec.name,
+        "pretrained": spec.pretrained,
+        "method": run.method,
+        "source_run": str(run.path.resolve()),
+        "clipedge_version": __version__,
+        "precision": precision,
+        "opset": str(opset),
+    }
+    calibration = calibration_of(run)
+    if "temperature" in calibration:
+        metadata["temperature"] = str(calibration["temperature"])
+    if "threshold" in calibration:
+        metadata["rejection_threshold"] = str(calibration["threshold"])
+        metadata["rejection_score"] = calibration.get("rejection_score", "max_prob")
+    return metadata
+
+
+def set_onnx_metadata(model: Any, metadata: dict[str, Any]) -> None:
+    """Replace ``model.metadata_props`` (an ``onnx.ModelProto``) with ``metadata``."""
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """An exported model's metadata, without loading its weights."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {entry.key: entry.value for entry in model.metadata_props}
