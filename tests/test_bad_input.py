@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file

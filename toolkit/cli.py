@@ -115,7 +115,7 @@ def eval_command(run: Path, data: Path | None, split: Path | None, device: str, 
         click.echo(report.to_json())
         return
     click.echo(format_table(
-        ["method", "images", f"top-1", f"top-{report.top5_k}"],
+        ["method", "images", "top-1", f"top-{report.top5_k}"],
         [[report.method, report.num_images, report.top1, report.top5]],
     ))
     click.echo()
