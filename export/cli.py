@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
 from clipedge.tables import format_table
 
 
@@ -32,13 +33,26 @@ def _megabytes(num_bytes: int) -> str:
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
 @click.option("--timing-cache", type=click.Path(path_type=Path),
               help="TensorRT timing cache file reused across builds (default ~/.cache/clipedge/tensorrt.timing-cache).")
+@click.option("--int8", is_flag=True,
+              help="INT8 (QDQ) model from calibration images, gated on RUN's test images against fp32; with "
+                   "--format engine, a TensorRT INT8 engine built from it.")
+@click.option("--calib", "calib_dir", type=click.Path(path_type=Path),
+              help="--int8: folder of calibration images (default: RUN's train and val images).")
+@click.option("--calib-count", default=DEFAULT_COUNT, show_default=True, type=int,
+              help="--int8: calibration images to use (a seeded sample).")
+@click.option("--calib-method", default="auto", show_default=True, type=click.Choice(["auto", *METHODS]),
+              help="--int8: activation range calibration; auto tries each and keeps the one that agrees best with fp32.")
+@click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
+              help="--int8: top-1 agreement with fp32 the INT8 model must reach on RUN's test images.")
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
-                   embeddings: bool, opset: int, device: str, timing_cache: Path | None) -> None:
+                   embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
+                   calib_dir: Path | None, calib_count: int, calib_method: str, min_agreement: float) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
     from .exporter import export_model
 
+    int8_options = Int8Options(calib_dir, calib_count, calib_method, min_agreement) if int8 else None
     result = export_model(run, out, format_, fp16, batch, embeddings, fixed_batch, opset, device,
-                          timing_cache=timing_cache)
+                          timing_cache=timing_cache, int8=int8_options)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],
@@ -47,6 +61,17 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
           f"{100 * min(parity['agreement_fused'], parity['agreement_pipeline']):.2f} %",
           f"{max(parity['max_dprob_fused'], parity['max_dprob_pipeline']):.2e}", round(result.seconds, 1)]],
     ))
-    click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
+    if result.quantization:
+        q = result.quantization
+        click.echo(format_table(
+            ["calibration method", "first layer", "top-1 agreement on selection images"],
+            [[c["method"], "float" if c["first_layer_float"] else "int8", f"{100 * c['agreement']:.2f} %"]
+             for c in q["selection"]],
+        ))
+        click.echo(f"INT8: {q['calibration_method']} calibration on {q['calibration_images']} images "
+                   f"({q['source']}), {q['int8_layers']} of {q['weighted_layers']} weighted layers in INT8; "
+                   f"gated on {parity['images']} held-out test images against fp32")
+    else:
+        click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
     for name, path in result.related.items():
         click.echo(f"{name}: {path}")

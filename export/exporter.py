@@ -1,4 +1,4 @@
-"""``clipedge export``: a run directory in, one checked artifact out (ONNX fp32/fp16, or a TensorRT engine).
+"""``clipedge export``: a run directory in, one checked artifact out (ONNX fp32/fp16/int8, or a TensorRT engine).
 
 Order matters: every input is validated before the slow work starts, and
 nothing is written to its final name before the parity gate has passed.
@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from clipedge.backbone import load_backbone_from_spec
+from clipedge.calibration.int8 import quantize_int8
+from clipedge.calibration.int8_images import calibration_images, gate_images
+from clipedge.calibration.int8_options import Int8Options
 from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, load_run
 from clipedge.training import resolve_device
@@ -22,7 +27,8 @@ from .files import check_destination, publish, staging_folder
 from .fuse import FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .onnx_export import OPSET, check_opset, to_onnx
-from .parity import PARITY_IMAGES, ParityReference, ParityResult, compare, onnxruntime_probs, reference_outputs
+from .parity import (PARITY_IMAGES, ParityReference, ParityResult, compare, onnxruntime_probs, parity_images,
+                     reference_outputs)
 from .tensorrt_build import (OPTIMIZATION_LEVEL, WORKSPACE_GIB, EngineSettings, build_engine, default_timing_cache,
                              engine_parity, gpu_identity, import_tensorrt)
 
@@ -41,13 +47,22 @@ class ExportResult:
     nodes_after: int
     parity: dict[str, Any]
     seconds: float
-    #: other files written with the artifact: the engine's sidecar and the fp16 ONNX it was built from
+    #: other files written with the artifact: the engine's sidecar and the ONNX it was built from
     related: dict[str, Path] = field(default_factory=dict)
+    #: INT8 only: calibration method, images, selection figures, layers in INT8 (Int8Model.metadata)
+    quantization: dict[str, Any] | None = None
 
 
-def default_artifact(run: Run, format: str, fp16: bool) -> Path:
-    name = "model.engine" if format == "engine" else ("model.fp16.onnx" if fp16 else "model.onnx")
-    return run.path / "export" / name
+def default_artifact(run: Run, format: str, precision: str) -> Path:
+    """RUN/export/model.onnx, model.fp16.onnx, model.int8.onnx, model.engine (fp16) or model.int8.engine."""
+    suffix = "" if precision == "fp32" or (format == "engine" and precision == "fp16") else f".{precision}"
+    return run.path / "export" / f"model{suffix}.{'engine' if format == 'engine' else 'onnx'}"
+
+
+def engine_onnx_path(engine: Path, precision: str) -> Path:
+    """The ONNX an engine is built from, kept beside it: model.engine → model.fp16.onnx, model.int8.engine → model.int8.onnx."""
+    stem = engine.stem if engine.stem.endswith(f".{precision}") else f"{engine.stem}.{precision}"
+    return engine.with_name(f"{stem}.onnx")
 
 
 def _gate(parity: ParityResult, run: Run, what: str) -> None:
@@ -70,30 +85,41 @@ def export_model(
     timing_cache: str | Path | None = None,
     workspace_gib: float = WORKSPACE_GIB,
     optimization_level: int = OPTIMIZATION_LEVEL,
+    int8: Int8Options | None = None,
+    progress: bool = True,
 ) -> ExportResult:
     """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
 
     ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile); with ``fixed_batch`` the ONNX input
-    is fixed to that one N instead of a dynamic batch. ``format="engine"`` implies fp16 (see tensorrt_build).
+    is fixed to that one N instead of a dynamic batch. ``format="engine"`` implies fp16 (see tensorrt_build)
+    unless ``int8`` is given: then the INT8 QDQ model (clipedge.calibration.int8) is exported, gated on the
+    run's test images against fp32, and is what an engine is built from.
     """
     started = time.perf_counter()
     if format not in FORMATS:
         raise ClipedgeError(f"--format {format}: expected one of {', '.join(FORMATS)}")
+    if int8 and fp16:
+        raise ClipedgeError("--int8 and --fp16: choose one (an INT8 model keeps its float layers in fp32)")
     check_opset(opset)
     if parity_count < 1:
         raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
+    if int8:
+        int8.validate()
     profile, static_batch = resolve_batch(batch, fixed_batch)
     run = load_run(run_dir)
     if format == "engine":
         import_tensorrt()
         gpu_identity()
-        fp16 = True
+        fp16 = not int8
     device = resolve_device(device)
-    precision = "fp16" if fp16 else "fp32"
-    artifact = Path(out) if out else default_artifact(run, format, fp16)
+    precision = "int8" if int8 else ("fp16" if fp16 else "fp32")
+    artifact = Path(out) if out else default_artifact(run, format, precision)
     if out is None:
         artifact.parent.mkdir(exist_ok=True)
     check_destination(artifact)
+    if int8:  # read (and check) every image before the slow work
+        images = calibration_images(run, int8.calib_dir, int8.count, int8.seed)
+        held_out_paths = gate_images(run)
 
     spec = run.backbone_spec
     backbone = load_backbone_from_spec(spec, device)
@@ -103,36 +129,65 @@ def export_model(
                                       half_encoder=True) if fp16 else reference_module
     graph = to_onnx(exported_module, spec.image_size, static_batch, opset)
     model_bytes = graph.model.SerializeToString()
-    reference = reference_outputs(run, backbone, reference_module, temperature, parity_count)
-    exported_probs = onnxruntime_probs(model_bytes, precision, device, static_batch)(reference.frames)
-    parity = compare(exported_probs, reference, precision)
-    _gate(parity, run, "ONNX model")
+    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, parity_count))
+    graph_precision = "fp16" if fp16 else "fp32"
+    exported_probs = onnxruntime_probs(model_bytes, graph_precision, device, static_batch)(reference.frames)
+    parity = graph_parity = compare(exported_probs, reference, graph_precision, temperature)
+    _gate(graph_parity, run, "ONNX model")
     metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset)
-    set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict()})
+    set_onnx_metadata(graph.model, {**metadata, "parity": graph_parity.to_dict()})
 
-    onnx_path = artifact if format == "onnx" else artifact.with_name(f"{artifact.stem}.fp16.onnx")
+    onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact, precision)
     related: dict[str, Path] = {}
+    quantization = None
     with staging_folder(artifact) as staging:
         staged_onnx = staging / onnx_path.name
-        staged_onnx.write_bytes(graph.model.SerializeToString())
+        if int8:
+            fp32_onnx = staging / "fp32.onnx"
+            fp32_onnx.write_bytes(graph.model.SerializeToString())
+            quantized = quantize_int8(fp32_onnx, staged_onnx, images, int8.method, int8.min_agreement, progress)
+            reference = reference_outputs(run, backbone, reference_module, temperature, held_out_paths)
+            parity = _gate_int8(run, staged_onnx, reference, device, static_batch, temperature, int8.min_agreement)
+            quantization = quantized.metadata()
+            metadata = {**metadata, "quantization": quantization, "fp32_parity": graph_parity.to_dict()}
+            model = onnx.load(str(staged_onnx))
+            set_onnx_metadata(model, {**metadata, "parity": parity.to_dict()})
+            onnx.save(model, str(staged_onnx))
+        else:
+            staged_onnx.write_bytes(graph.model.SerializeToString())
         if format == "engine":
             settings = EngineSettings(profile, spec.image_size, workspace_gib, optimization_level,
                                       Path(timing_cache) if timing_cache else default_timing_cache())
-            parity = _build_and_check_engine(run, staged_onnx, artifact, settings, metadata, parity, reference)
+            parity = _build_and_check_engine(run, staged_onnx, artifact, settings, metadata, parity, reference,
+                                             precision, temperature, int8.min_agreement if int8 else None)
             related = {"sidecar": artifact.with_name(f"{artifact.name}.json"), "onnx": onnx_path}
         publish(staged_onnx, onnx_path)
     return ExportResult(artifact, format, precision, artifact.stat().st_size, graph.nodes_before, graph.nodes_after,
-                        parity.to_dict(), time.perf_counter() - started, related)
+                        parity.to_dict(), time.perf_counter() - started, related, quantization)
+
+
+def _gate_int8(run: Run, model_path: Path, reference: ParityReference, device: str, static_batch: int | None,
+               temperature: float | None, min_agreement: float) -> ParityResult:
+    """The INT8 model against the fp32 PyTorch pipelines on the run's held-out test images."""
+    probs = onnxruntime_probs(model_path.read_bytes(), "int8", device, static_batch)(reference.frames)
+    parity = compare(probs, reference, "int8", temperature, min_agreement)
+    if not parity.passed:
+        raise ClipedgeError(
+            f"export of {run.path}: the INT8 model failed its parity gate: {parity.describe()}; nothing was written. "
+            "This run's decisions turn on logit differences finer than INT8 resolves: export fp32 or --fp16 instead, "
+            "calibrate on more representative images (--calib), or accept less agreement (--min-agreement)")
+    return parity
 
 
 def _build_and_check_engine(run: Run, staged_onnx: Path, artifact: Path, settings: EngineSettings,
-                            metadata: dict[str, Any], onnx_parity: ParityResult, reference: ParityReference) -> ParityResult:
+                            metadata: dict[str, Any], onnx_parity: ParityResult, reference: ParityReference,
+                            precision: str, temperature: float | None, min_agreement: float | None) -> ParityResult:
     """Build the engine next to the staged ONNX, gate it on the same frames, then publish it with its sidecar."""
     staged_engine = staged_onnx.with_name(artifact.name)
     sidecar = staged_onnx.with_name(f"{artifact.name}.json")  # the runtime's TensorRT backend reads it
     facts = {**metadata, **build_engine(staged_onnx, staged_engine, settings), "onnx_parity": onnx_parity.to_dict()}
     sidecar.write_text(json.dumps(facts, indent=2) + "\n")
-    parity = engine_parity(staged_engine, reference, "fp16")
+    parity = engine_parity(staged_engine, reference, precision, temperature, min_agreement)
     _gate(parity, run, "TensorRT engine")
     sidecar.write_text(json.dumps({**facts, "parity": parity.to_dict()}, indent=2) + "\n")
     publish(sidecar, artifact.with_name(sidecar.name))

@@ -29,8 +29,9 @@ from clipedge.run_features import run_data
 
 from .fuse import FusedClassifier
 
-#: precision -> (minimum top-1 agreement, maximum |Δprob|)
-TOLERANCES = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2)}
+#: precision -> (minimum top-1 agreement, maximum |Δprob| at temperature 1; None: reported, not gated).
+#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
+TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
 PARITY_IMAGES = 64
 REFERENCE_BATCH = 16
 
@@ -55,7 +56,7 @@ class ParityResult:
     agreement_pipeline: float
     max_dprob_pipeline: float
     min_agreement: float
-    max_dprob: float
+    max_dprob: float | None
 
     @property
     def agreement(self) -> float:
@@ -67,15 +68,16 @@ class ParityResult:
 
     @property
     def passed(self) -> bool:
-        return self.agreement >= self.min_agreement and self.dprob <= self.max_dprob
+        return self.agreement >= self.min_agreement and (self.max_dprob is None or self.dprob <= self.max_dprob)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
     def describe(self) -> str:
+        required = f"≥ {100 * self.min_agreement:g} %" + (f" and ≤ {self.max_dprob:.3g}" if self.max_dprob is not None else "")
         return (f"top-1 agreement {100 * self.agreement_fused:.2f} % (fused) / {100 * self.agreement_pipeline:.2f} % "
                 f"(pipeline), max |Δprob| {self.max_dprob_fused:.2e} / {self.max_dprob_pipeline:.2e} on {self.images} "
-                f"images; required ≥ {100 * self.min_agreement:g} % and ≤ {self.max_dprob:g}")
+                f"images; required {required}")
 
 
 def parity_images(run: Run, count: int = PARITY_IMAGES) -> list[Path]:
@@ -108,10 +110,10 @@ def exact_fp32() -> Iterator[None]:
 @torch.no_grad()
 @exact_fp32()
 def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
-                      count: int = PARITY_IMAGES) -> ParityReference:
-    """Probabilities of the fp32 fused module and of the unfused pipeline on ``count`` of the run's images."""
+                      paths: list[Path]) -> ParityReference:
+    """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``."""
     to_model_size, to_tensor = split_eval_transform(backbone.eval_transform)
-    pil_images = [to_model_size(load_rgb(path)) for path in parity_images(run, count)]
+    pil_images = [to_model_size(load_rgb(path)) for path in paths]
     frames = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in pil_images])
     fused_probs, pipeline_probs = [], []
     for start in range(0, len(frames), REFERENCE_BATCH):
@@ -123,9 +125,19 @@ def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temp
     return ParityReference(frames, torch.cat(fused_probs).numpy(), torch.cat(pipeline_probs).numpy())
 
 
-def compare(exported: np.ndarray, reference: ParityReference, precision: str) -> ParityResult:
-    """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance."""
+def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,
+            min_agreement: float | None = None) -> ParityResult:
+    """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance.
+
+    A calibrated temperature T < 1 sharpens the softmax, which multiplies every logit error by 1/T on its
+    way into the probabilities; the |Δprob| bound is widened by the same factor, so the requirement on the
+    logits stays what it is at T = 1. ``min_agreement`` overrides the precision's agreement bound.
+    """
     minimum, maximum = TOLERANCES[precision]
+    if min_agreement is not None:
+        minimum = min_agreement
+    if maximum is not None and temperature:
+        maximum /= min(temperature, 1.0)
 
     def agreement(other: np.ndarray) -> float:
         return float((exported.argmax(1) == other.argmax(1)).mean())

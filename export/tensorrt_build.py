@@ -1,4 +1,4 @@
-"""Serialized TensorRT engines from the exported ONNX (TensorRT 10 Python API), imported only when asked for.
+"""Serialized TensorRT engines from the exported ONNX (TensorRT 10 and 11 Python API), imported only when asked for.
 
 The network is built *strongly typed* from the fp16 ONNX: TensorRT then keeps
 exactly the precisions the ONNX declares (an fp16 encoder; an fp32 head,
@@ -7,6 +7,12 @@ FP16 builder flag on an fp32 network would instead let TensorRT choose fp16
 for any layer it times faster, the head and the softmax included, which is
 what the fp32 islands in :mod:`clipedge.export.fuse` exist to prevent (and
 TensorRT 10 refuses precision flags on strongly typed networks anyway).
+
+INT8 engines come from the INT8 QDQ ONNX (:mod:`clipedge.calibration.qdq`)
+the same way: explicit quantization, which TensorRT's documentation pairs
+with strong typing and no precision flags. Its Q/DQ pairs say exactly which
+convolutions and matrix products run in INT8; the rest keeps the ONNX's fp32.
+TensorRT 11 removed weak typing, and with it the flag that asks for strong typing.
 
 The timing cache (per-layer kernel timings) is shared by every build on this
 machine by default, so a second ViT-B/16 run builds in a fraction of the time.
@@ -75,13 +81,20 @@ def gpu_identity() -> dict[str, str]:
     return {"gpu_name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
 
 
+def strongly_typed_flags(trt: Any) -> int:
+    """Network creation flags for a strongly typed network: TensorRT 10 asks for it, 11 knows nothing else."""
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
 def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -> dict[str, Any]:
     """Parse, build and serialise to ``engine_path``; returns the build facts for the sidecar."""
     gpu = gpu_identity()
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         first = parser.get_error(0).desc() if parser.num_errors else "unknown error"
@@ -107,11 +120,12 @@ def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -
     return {"tensorrt_version": trt.__version__, **gpu, "build_flags": settings.build_flags()}
 
 
-def engine_parity(engine_path: Path, reference: ParityReference, precision: str) -> ParityResult:
+def engine_parity(engine_path: Path, reference: ParityReference, precision: str, temperature: float | None = None,
+                  min_agreement: float | None = None) -> ParityResult:
     """Run the built engine (through the runtime's TensorRT backend) on the parity frames."""
     from clipedge.runtime.backends.tensorrt_backend import TensorRTBackend
 
     with TensorRTBackend(engine_path) as backend:
         low, high = backend.batch_range
         probs = run_in_batches(lambda chunk: backend.infer(chunk)["probs"], reference.frames, high or low, low)
-    return compare(probs, reference, precision)
+    return compare(probs, reference, precision, temperature, min_agreement)

@@ -1,24 +1,36 @@
-"""Latency and throughput of an exported model, optionally beside the PyTorch eager pipeline it replaces.
+"""Latency and throughput of an exported model, beside another export of it or the PyTorch pipeline it replaces.
 
 What is timed is what a camera loop pays: uint8 frames at model size in host
 memory in, probabilities in host memory out. Latency percentiles come from
 ``iterations`` timed calls after ``warmup`` untimed ones; throughput is the
-batch size over the median latency. Both pipelines see the same frames in the
+batch size over the median latency. All pipelines see the same frames in the
 same process with the same thread count, timed in alternating rounds.
+
+``--baseline`` times a second exported model (say the fp32 model beside its
+INT8 one) the same way; with ``--images`` both also classify real images and
+their top-1 agreement is reported, next to the agreement the model's export
+gate recorded in its metadata.
 
 The report (``clipedge bench --json``)::
 
-    {"model": str, "backend": str, "threads": int, "image_size": int, "iterations": int, "warmup": int, "rounds": int,
-     "torch_run": str | null,
+    {"model": str, "backend": str, "precision": str, "threads": int, "image_size": int, "iterations": int,
+     "warmup": int, "rounds": int, "torch_run": str | null,
+     "baseline": {"model": str, "backend": str, "precision": str} | null,
+     "recorded_parity": {...} | null,        # the model's export gate, from its metadata
+     "agreement": {"images": int, "top1": float} | null,   # model vs baseline on --images
      "results": [{"batch": int,
-                  "runtime": {"batch", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "iterations"},
-                  "torch":   {... the same keys; only with --compare-torch},
+                  "runtime":  {"batch", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "iterations"},
+                  "baseline": {... the same keys; only with --baseline},
+                  "torch":    {... the same keys; only with --compare-torch},
+                  "latency_ratio_p50": float,    # runtime p50 / baseline p50; only with --baseline
                   "speedup_p50": float,          # torch p50 / runtime p50; only with --compare-torch
                   "speedup_throughput": float}]} # runtime images/s / torch images/s; only with --compare-torch
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass
 from importlib import import_module
@@ -28,6 +40,8 @@ from typing import Any, Callable
 import numpy as np
 
 from clipedge.errors import ClipedgeError
+
+from .preprocess import prepare_frame
 
 
 @dataclass
@@ -104,47 +118,99 @@ def torch_reference(run: str | Path, threads: int | None) -> Callable[[np.ndarra
     return pipeline.eager_pipeline(run, threads)
 
 
+def top1_agreement(first: Any, second: Any, frames: np.ndarray) -> float:
+    """Share of ``frames`` on which two Classifiers pick the same class."""
+    return float((first.infer(frames)["probs"].argmax(1) == second.infer(frames)["probs"].argmax(1)).mean())
+
+
+def _recorded_parity(classifier: Any) -> dict[str, Any] | None:
+    text = classifier.metadata.get("parity")
+    return json.loads(text) if text else None
+
+
 def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmup: int = 10, threads: int | None = None,
               providers: list[str] | None = None, torch_run: str | Path | None = None,
-              cuda_graph: bool = False, rounds: int = 5) -> dict[str, Any]:
-    """Measure ``model`` through the runtime at each batch size (and the eager pipeline of ``torch_run``,
-    in alternating rounds: see :func:`measure_alternating`)."""
+              cuda_graph: bool = False, rounds: int = 5, baseline: str | Path | None = None,
+              images: list[Path] | None = None) -> dict[str, Any]:
+    """Measure ``model`` through the runtime at each batch size, with ``baseline`` (another exported model)
+    and the eager pipeline of ``torch_run`` in alternating rounds (see :func:`measure_alternating`).
+    ``images`` (files) measure the top-1 agreement of model and baseline."""
     from .classifier import Classifier
 
-    classifier = Classifier(model, providers=providers, batch_size=max(batches), threads=threads, cuda_graph=cuda_graph)
-    reference = torch_reference(torch_run, threads) if torch_run else None
-    report: dict[str, Any] = {"model": str(model), "backend": classifier.backend_name, "threads": threads,
-                              "image_size": classifier.image_size, "iterations": iterations, "warmup": warmup, "rounds": rounds,
-                              "torch_run": str(torch_run) if torch_run else None, "results": []}
-    with classifier:
+    def open_model(path: str | Path) -> Classifier:
+        return Classifier(path, providers=providers, batch_size=max(batches), threads=threads, cuda_graph=cuda_graph)
+
+    with contextlib.ExitStack() as stack:
+        classifier = stack.enter_context(open_model(model))
+        other = stack.enter_context(open_model(baseline)) if baseline else None
+        if other is not None and other.image_size != classifier.image_size:
+            raise ClipedgeError(f"--baseline {baseline}: takes {other.image_size} px frames, {model} takes "
+                                f"{classifier.image_size} px")
+        reference = torch_reference(torch_run, threads) if torch_run else None
+        report: dict[str, Any] = {
+            "model": str(model), "backend": classifier.backend_name, "precision": classifier.metadata.get("precision"),
+            "threads": threads, "image_size": classifier.image_size, "iterations": iterations, "warmup": warmup,
+            "rounds": rounds, "torch_run": str(torch_run) if torch_run else None,
+            "baseline": {"model": str(baseline), "backend": other.backend_name,
+                         "precision": other.metadata.get("precision")} if other else None,
+            "recorded_parity": _recorded_parity(classifier), "agreement": None, "results": [],
+        }
+        if other is not None and images:
+            frames = image_frames(classifier, images)
+            report["agreement"] = {"images": len(frames), "top1": top1_agreement(classifier, other, frames)}
         for batch in batches:
-            frames = random_frames(batch, classifier.image_size)
             pipelines = {"runtime": lambda f: classifier.infer(f)["probs"]}
+            if other is not None:
+                pipelines["baseline"] = lambda f: other.infer(f)["probs"]
             if reference is not None:
                 pipelines["torch"] = reference
-            measured = measure_alternating(pipelines, frames, iterations, warmup, rounds)
-            runtime = measured["runtime"]
-            entry: dict[str, Any] = {"batch": batch, "runtime": runtime.to_dict()}
-            if reference is not None:
-                torch_eager = measured["torch"]
-                entry["torch"] = torch_eager.to_dict()
-                entry["speedup_p50"] = torch_eager.p50_ms / runtime.p50_ms
-                entry["speedup_throughput"] = runtime.images_per_s / torch_eager.images_per_s
-            report["results"].append(entry)
+            report["results"].append(compare_pipelines(pipelines, random_frames(batch, classifier.image_size),
+                                                       iterations, warmup, rounds))
     return report
 
 
+def compare_pipelines(pipelines: dict[str, Callable[[np.ndarray], object]], frames: np.ndarray, iterations: int,
+                      warmup: int, rounds: int) -> dict[str, Any]:
+    """One batch size's entry of the report: each pipeline's measurement and the runtime's ratios to the others."""
+    measured = measure_alternating(pipelines, frames, iterations, warmup, rounds)
+    runtime = measured["runtime"]
+    entry: dict[str, Any] = {"batch": len(frames), **{name: m.to_dict() for name, m in measured.items()}}
+    if "baseline" in measured:
+        entry["latency_ratio_p50"] = runtime.p50_ms / measured["baseline"].p50_ms
+    if "torch" in measured:
+        entry["speedup_p50"] = measured["torch"].p50_ms / runtime.p50_ms
+        entry["speedup_throughput"] = runtime.images_per_s / measured["torch"].images_per_s
+    return entry
+
+
+def image_frames(classifier: Any, paths: list[Path]) -> np.ndarray:
+    """Real images at the model's size (its own resize); unreadable files are skipped."""
+    frames = []
+    for path in paths:
+        try:
+            frames.append(prepare_frame(path, classifier.image_size, classifier.interpolation, classifier.resize_mode))
+        except ClipedgeError:
+            continue
+    if not frames:
+        raise ClipedgeError(f"--images: none of the {len(paths)} file(s) is a readable image")
+    return np.stack(frames)
+
+
 def report_rows(report: dict[str, Any]) -> list[list[Any]]:
-    """Table rows (backend, batch, p50, p90, p99, images/s, speed-up) for a :func:`run_bench` report."""
+    """Table rows (what, batch, p50, p90, p99, images/s, p50 ratio to baseline, speed-up) of a :func:`run_bench` report."""
+    names = {"runtime": f"{report['backend']} {report['precision'] or ''}".strip(), "torch": "pytorch eager"}
+    if report["baseline"]:
+        names["baseline"] = f"baseline: {report['baseline']['backend']} {report['baseline']['precision'] or ''}".strip()
     rows = []
     for entry in report["results"]:
-        for key, name in (("runtime", report["backend"]), ("torch", "pytorch eager")):
+        for key in ("runtime", "baseline", "torch"):
             if key in entry:
                 m = entry[key]
+                ratio = round(entry["latency_ratio_p50"], 2) if key == "runtime" and "latency_ratio_p50" in entry else None
                 speedup = round(entry["speedup_p50"], 2) if key == "runtime" and "speedup_p50" in entry else None
-                rows.append([name, entry["batch"], round(m["p50_ms"], 2), round(m["p90_ms"], 2), round(m["p99_ms"], 2),
-                             round(m["images_per_s"], 1), speedup])
+                rows.append([names[key], entry["batch"], round(m["p50_ms"], 2), round(m["p90_ms"], 2),
+                             round(m["p99_ms"], 2), round(m["images_per_s"], 1), ratio, speedup])
     return rows
 
 
-REPORT_HEADERS = ["backend", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "speed-up p50"]
+REPORT_HEADERS = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "p50 / baseline", "speed-up over torch p50"]

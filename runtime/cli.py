@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from clipedge.errors import ClipedgeError
@@ -24,28 +23,8 @@ from clipedge.tables import format_table
 
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
 from .classifier import Classifier, Prediction
+from .image_files import collect_images
 from .preprocess import prepare_frame
-
-
-def image_suffixes() -> set[str]:
-    """Every file extension PIL knows; in folders, other files are skipped without being opened."""
-    return {suffix.lower() for suffix in Image.registered_extensions()}
-
-
-def collect_images(inputs: tuple[Path, ...] | list[Path]) -> tuple[list[Path], list[Path]]:
-    """(candidate images, skipped files): files given directly, and files with image suffixes found in folders."""
-    suffixes = image_suffixes()
-    images: list[Path] = []
-    skipped: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                (images if path.suffix.lower() in suffixes else skipped).append(path)
-        elif item.is_file():
-            images.append(item)
-        else:
-            raise ClipedgeError(f"IMAGES {item}: no such file or folder")
-    return images, skipped
 
 
 def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
@@ -131,6 +110,20 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
         click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
 
 
+def agreement_lines(report: dict[str, Any]) -> list[str]:
+    """How far the model's answers can be trusted against its baseline: measured here, and at export."""
+    lines = []
+    if report["agreement"]:
+        a = report["agreement"]
+        lines.append(f"top-1 agreement with the baseline: {100 * a['top1']:.2f} % on {a['images']} images (--images)")
+    parity = report["recorded_parity"]
+    if parity and report["precision"] == "int8":
+        agreement = min(parity["agreement_fused"], parity["agreement_pipeline"])
+        lines.append(f"recorded at export: top-1 agreement with fp32 {100 * agreement:.2f} % on {parity['images']} "
+                     "held-out test images")
+    return lines
+
+
 @click.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
@@ -144,19 +137,30 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
 @click.option("--cuda-graph", is_flag=True, help="TensorRT engines: replay each batch as a CUDA graph.")
 @click.option("--compare-torch", "torch_run", type=click.Path(path_type=Path),
               help="RUN directory: also time its PyTorch eager pipeline (needs torch) and report the speed-up.")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="Another exported model (e.g. the fp32 one beside an INT8 one), timed alongside; p50 ratios reported.")
+@click.option("--images", "image_inputs", multiple=True, type=click.Path(path_type=Path),
+              help="With --baseline: image files or folders on which both models' top-1 agreement is measured.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
 def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
-                  cuda_graph: bool, torch_run: Path | None, as_json: bool) -> None:
+                  cuda_graph: bool, torch_run: Path | None, baseline: Path | None, image_inputs: tuple[Path, ...],
+                  as_json: bool) -> None:
     """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
-    With --compare-torch RUN, the same frames also go through RUN's PyTorch eager pipeline
-    (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
+    With --baseline OTHER_MODEL, a second export is timed alongside (and, with --images, their top-1
+    agreement measured); with --compare-torch RUN, the same frames also go through RUN's PyTorch eager
+    pipeline (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
     """
+    if image_inputs and not baseline:
+        raise ClipedgeError("--images: measures agreement with --baseline MODEL; give one")
+    images = collect_images(image_inputs, option="--images")[0] if image_inputs else None
     report = run_bench(model, parse_batches(batches), iters, warmup, threads, list(providers) or None, torch_run,
-                       cuda_graph, rounds)
+                       cuda_graph, rounds, baseline, images)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     size = report["image_size"]
     click.echo(f"{model} · {threads} threads · uint8 frames {size}x{size} in, probabilities out")
     click.echo(format_table(REPORT_HEADERS, report_rows(report)))
+    for line in agreement_lines(report):
+        click.echo(line)

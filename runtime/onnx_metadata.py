@@ -2,7 +2,7 @@
 
 The backend must know a model's precision before it creates the onnxruntime
 session: onnxruntime's CPU graph fusions crash the process (a segfault, not an
-exception) on fp16 transformer graphs, so fp16 models get an unfused session.
+exception) on fp16 transformer graphs at the highest level, so fp16 models get a less fused session.
 Reading metadata through a throwaway session would load the weights twice,
 and the ``onnx`` package is not a runtime dependency. ``metadata_props`` is
 field 14 of the top-level ``ModelProto`` message, so a scan of the top-level

@@ -29,7 +29,7 @@ from clipedge.export import export_model, read_onnx_metadata
 from clipedge.export.batch import BatchProfile, parse_batch, resolve_batch
 from clipedge.export.fuse import FusedClassifier
 from clipedge.export.onnx_export import OnnxGraph
-from clipedge.export.parity import reference_outputs
+from clipedge.export.parity import parity_images, reference_outputs
 from clipedge.heads import METHODS
 from clipedge.run_dir import update_manifest
 
@@ -147,7 +147,7 @@ def test_folding_is_exact_and_fused_equals_unfused_pipeline(runs, backbone):
     with torch.no_grad():
         for a, b in zip(folded(frames), plain(frames)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    reference = reference_outputs(run, backbone_, folded, None, count=12)
+    reference = reference_outputs(run, backbone_, folded, None, parity_images(run, 12))
     np.testing.assert_allclose(reference.fused, reference.pipeline, atol=1e-5)
 
 

@@ -21,7 +21,7 @@ from clipedge.export.tensorrt_build import EngineSettings, build_engine
 class FakeTensorRT(types.SimpleNamespace):
     """Just enough of ``tensorrt`` for build_engine; records every call in ``calls``."""
 
-    def __init__(self, parse_ok: bool = True, cache_matches: bool = True):
+    def __init__(self, parse_ok: bool = True, cache_matches: bool = True, version: str = "10.99.0"):
         calls: dict = {"timing_caches": []}
 
         class Logger:
@@ -98,7 +98,7 @@ class FakeTensorRT(types.SimpleNamespace):
                 return Error()
 
         super().__init__(
-            __version__="10.99.0", Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
+            __version__=version, Logger=Logger, Builder=Builder, OnnxParser=OnnxParser,
             NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
             MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"), calls=calls,
         )
@@ -132,6 +132,13 @@ def test_build_engine_strongly_typed_profile_workspace_and_timing_cache(fake_trt
 
     build_engine(tmp_path / "model.fp16.onnx", tmp_path / "model.engine", settings)  # a second build reuses the cache
     assert trt.calls["timing_caches"][-1] == b"+timings" and cache.read_bytes() == b"+timings+timings"
+
+
+def test_tensorrt_11_builds_strongly_typed_without_the_flag(fake_trt, tmp_path):
+    trt = fake_trt(version="11.4.1")
+    del trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED  # gone with weak typing
+    build_engine(tmp_path / "model.int8.onnx", tmp_path / "model.int8.engine", EngineSettings(BatchProfile(1, 1, 1), 32))
+    assert trt.calls["network_flags"] == 0 and (tmp_path / "model.int8.engine").read_bytes() == b"engine-bytes"
 
 
 def test_timing_cache_from_another_gpu_is_replaced(fake_trt, tmp_path):

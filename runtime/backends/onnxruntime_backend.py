@@ -23,15 +23,19 @@ PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CP
 ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
-def tensorrt_provider_options(cache_dir: Path, fp16: bool) -> dict[str, object]:
-    """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model."""
-    return {
-        "trt_fp16_enable": fp16,
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": str(cache_dir),
-        "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": str(cache_dir),
-    }
+def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> dict[str, str]:
+    """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model.
+
+    Strongly typed (clipedge.export.ort_tensorrt): the fp16 model keeps its fp32 head and softmax, and an
+    INT8 model its Q/DQ placement, exactly as the export gate checked them; one profile up to ``max_batch``.
+    """
+    from clipedge.export.batch import BatchProfile
+    from clipedge.export.ort_tensorrt import tensorrt_provider_options
+
+    cache = path.parent / "trt-cache"
+    if "image_size" not in metadata:  # not a clipedge export: no input contract to build a profile from
+        return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+    return tensorrt_provider_options(cache, int(metadata["image_size"]), BatchProfile(1, max_batch, max_batch))
 
 
 def choose_providers(available: list[str], requested: list[str] | None) -> list[str]:
@@ -51,7 +55,7 @@ def _dim(value: object) -> int | None:
 class OnnxRuntimeBackend(Backend):
     """An ``onnxruntime.InferenceSession`` over a clipedge ONNX model."""
 
-    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None, max_batch: int = 32):
         import onnxruntime as ort
 
         metadata = read_onnx_metadata(path)
@@ -62,10 +66,10 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         if metadata.get("precision") == "fp16" and chosen[0] == "CPUExecutionProvider":
-            # onnxruntime's CPU graph fusions segfault on fp16 transformer graphs; unfused they run correctly.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        fp16 = metadata.get("precision") != "fp32"
-        provider_list = [(p, tensorrt_provider_options(path.parent / "trt-cache", fp16)) if p == "TensorrtExecutionProvider"
+            # onnxruntime's CPU layout optimisations (level ALL) segfault on fp16 transformer graphs; the basic and
+            # extended fusions run them correctly, and are what the export's parity gate ran.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        provider_list = [(p, tensorrt_options(path, metadata, max_batch)) if p == "TensorrtExecutionProvider"
                          else p for p in chosen]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)

@@ -1,0 +1,112 @@
+"""The images INT8 quantization learns its ranges from, and the images that judge the result.
+
+Three disjoint sets, so no figure is measured on the images that produced it:
+
+- *calibration*: activation ranges are collected on these (the run's train
+  and val images, or ``--calib DIR``), a seeded sample of ``count``;
+- *selection*: a seeded quarter of the same pool, held back from calibration,
+  on which the calibration methods are compared and the best one chosen;
+- *gate*: the run's test images, never seen by either step, on which the
+  exported model must agree with fp32 (:mod:`clipedge.export.exporter`).
+
+Frames are prepared by the runtime's own preprocessing, so quantization sees
+exactly the uint8 frames a deployed model will.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipedge.errors import ClipedgeError
+from clipedge.run_dir import Run
+from clipedge.run_features import run_data
+from clipedge.runtime.image_files import collect_images
+from clipedge.runtime.preprocess import prepare_frame
+
+from .int8_options import DEFAULT_COUNT
+
+log = logging.getLogger(__name__)
+
+MAX_SELECTION = 64
+
+
+@dataclass
+class CalibrationImages:
+    """uint8 [N, S, S, 3] frames for calibration and for choosing the method, and where they came from."""
+
+    calibration: np.ndarray
+    selection: np.ndarray
+    source: str
+    skipped: int = 0
+
+    def describe(self) -> dict[str, object]:
+        return {"source": self.source, "calibration_images": len(self.calibration),
+                "selection_images": len(self.selection), "skipped_files": self.skipped}
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by suffix); a one-line error when there are none."""
+    if not folder.is_dir():
+        raise ClipedgeError(f"--calib {folder}: no such folder")
+    paths, _ = collect_images([folder], option="--calib")
+    if not paths:
+        raise ClipedgeError(f"--calib {folder}: no image files in this folder (expected .jpg, .png, ... files, "
+                            "ideally frames like the ones the model will see)")
+    return paths
+
+
+def run_pool(run: Run) -> list[Path]:
+    """The run's train and val images: what the model was fitted on, so what it is meant to see."""
+    splits = run_data(run).splits
+    paths = [s.path for name in ("train", "val") for s in splits[name]]
+    if not paths:
+        raise ClipedgeError(f"RUN {run.path}: no train or val images to calibrate INT8 on; pass --calib DIR "
+                            "with a few hundred representative images")
+    return paths
+
+
+def load_frames(run: Run, paths: list[Path]) -> tuple[np.ndarray, int]:
+    """Frames at the model's size (runtime preprocessing); unreadable files are skipped and counted."""
+    spec = run.backbone_spec
+    frames, skipped = [], 0
+    for path in paths:
+        try:
+            frames.append(prepare_frame(path, spec.image_size, spec.interpolation, spec.resize_mode))
+        except ClipedgeError:
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d unreadable calibration image(s)", skipped)
+    empty = np.zeros((0, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    return (np.stack(frames) if frames else empty), skipped
+
+
+def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int = DEFAULT_COUNT,
+                       seed: int = 0) -> CalibrationImages:
+    """A seeded calibration sample of ``count`` images and a disjoint selection set from the same pool."""
+    pool = folder_images(Path(calib_dir)) if calib_dir else run_pool(run)
+    source = str(Path(calib_dir).resolve()) if calib_dir else f"{run.path} train+val images"
+    random.Random(f"int8-calibration:{seed}").shuffle(pool)
+    selection_size = min(MAX_SELECTION, len(pool) // 4)
+    selection_paths, calibration_paths = pool[:selection_size], pool[selection_size:][:count]
+    calibration, skipped = load_frames(run, calibration_paths)
+    selection, skipped_selection = load_frames(run, selection_paths)
+    if not len(calibration):
+        where = f"--calib {calib_dir}" if calib_dir else f"RUN {run.path}"
+        raise ClipedgeError(f"{where}: none of the {len(calibration_paths)} calibration images could be read")
+    if not len(selection):  # a pool of 1-3 images: choose on the calibration frames themselves
+        selection = calibration
+    return CalibrationImages(calibration, selection, source, skipped + skipped_selection)
+
+
+def gate_images(run: Run) -> list[Path]:
+    """The run's test images: held out from training, calibration and method selection alike."""
+    paths = [s.path for s in run_data(run).splits["test"]]
+    if not paths:
+        raise ClipedgeError(f"RUN {run.path}: no test images to check the INT8 model against; re-train with a "
+                            "folder of ≥ 4 images per class (30 % are held out for test) or a --split file with a 'test' list")
+    return paths

@@ -1,0 +1,112 @@
+"""The INT8 recipe: static QDQ quantization with onnxruntime.quantization, float where precision matters.
+
+Each choice has a reason:
+
+- **QDQ format**: onnxruntime's CPU provider fuses DequantizeLinear → op →
+  QuantizeLinear into integer kernels, and the very same graph is TensorRT's
+  explicit-quantization input (a strongly typed build, no precision flags).
+- **Symmetric int8, per-channel weights**: TensorRT accepts only zero points
+  of 0; per-channel weight scales cost nothing at run time and keep small
+  output channels from being rounded away.
+- **What is quantized**: convolutions (inputs and outputs, so onnxruntime runs
+  QLinearConv end to end) and matrix products with a constant weight (inputs
+  only: the product comes back in float, so the LayerNorm, GELU, residual add
+  or bias that follows sees full precision).
+- **What stays float**: the head (a normalisation and a cosine against the
+  class matrix: CLIP logits are ``100 · cos``, so an int8 cosine would move
+  logits by whole units); attention's activation × activation products and
+  its softmax; LayerNorm, GELU and residual adds (not quantized op types);
+  and, when a run needs it, the first weighted layer, which reads raw pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+
+from clipedge.errors import ClipedgeError
+
+QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
+#: product ops whose outputs stay float (their consumers are LayerNorm, GELU, softmax, residual adds)
+FLOAT_OUTPUT_OP_TYPES = ("MatMul", "Gemm")
+#: the torch exporter records each node's module path; the head's nodes sit under this scope
+HEAD_SCOPE = "FusedClassifier/head"
+CALIBRATION_BATCH = 16
+
+
+def _namespace(node: onnx.NodeProto) -> str:
+    return next((entry.value for entry in node.metadata_props if entry.key == "namespace"), "")
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The head's nodes, found by the module scope torch's exporter writes into each node's metadata."""
+    names = [node.name for node in model.graph.node if HEAD_SCOPE in _namespace(node)]
+    if not names:
+        raise ClipedgeError("INT8: the ONNX graph carries no module scopes, so the head cannot be kept in float; "
+                            "export it with `clipedge export` (torch's dynamo exporter records them)")
+    return names
+
+
+def first_weighted_node(model: onnx.ModelProto, skip: list[str]) -> str | None:
+    """The encoder's first convolution or matrix product: the one that reads (normalised) pixels."""
+    return next((node.name for node in model.graph.node
+                 if node.op_type in QUANTIZED_OP_TYPES and node.name not in skip), None)
+
+
+def _calibration_reader(frames: np.ndarray):
+    """Equal-sized uint8 batches: the percentile and entropy collectors stack batches and need one shape."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    batch = min(CALIBRATION_BATCH, len(frames))
+    usable = len(frames) - len(frames) % batch
+
+    class FrameReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([frames[i : i + batch] for i in range(0, usable, batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            chunk = next(self.batches, None)
+            return None if chunk is None else {"images": np.ascontiguousarray(chunk)}
+
+    return FrameReader()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization prints progress and logs advice on the root logger; keep the CLI's output clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: str, keep_float: list[str]) -> None:
+    """Calibrate ``model_path`` on ``frames`` with ``method`` and write the QDQ model to ``out_path``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with _quiet():
+        quantize_static(
+            str(model_path), str(out_path), _calibration_reader(frames),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
+            calibrate_method=methods[method],
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "MatMulConstBOnly": True,
+                "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES),
+            },
+        )
