@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import clipedge
+from clipedge.export import read_onnx_metadata
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR, load_backbone, register_model_configs
 from clipedge.synthetic import SHAPES, generate_pairs, write_task
 
@@ -60,10 +61,16 @@ def test_demo_end_to_end(tmp_path):
     from clipedge.demo import run_demo
 
     lines: list[str] = []
-    result = run_demo(tmp_path / "demo", images_per_class=30, echo=lines.append)
+    result = run_demo(tmp_path / "demo", images_per_class=30, seeds=2, echo=lines.append)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert set(saved["accuracy"]) == {"zero-shot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f"}
-    assert set(saved["accuracy"]["clip-adapter"]) == {"1", "4", "16"}
+    assert set(saved["accuracy"]["clip-adapter"]) == {"1", "4", "16"} and saved["seeds"] == [1, 2]
+    per_seed = saved["accuracy_per_seed"]["clip-adapter"]["16"]
+    assert len(per_seed) == 2 and saved["accuracy"]["clip-adapter"]["16"] == pytest.approx(sum(per_seed) / 2)
+    assert saved["calibration"]["temperature"] > 0 and 0 < saved["calibration"]["target_frr"] < 1
     assert saved["export"]["parity"]["passed"] and saved["runtime"]["latency"]["1"]["runtime"]["p50_ms"] > 0
+    metadata = read_onnx_metadata(tmp_path / "demo" / "model.onnx")
+    assert float(metadata["temperature"]) == pytest.approx(saved["calibration"]["temperature"])
+    assert "rejection_threshold" in metadata
     assert (tmp_path / "demo" / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
     assert result.best_run.is_dir() and any("16-shot" in line for line in lines)
