@@ -9,6 +9,12 @@ images per class let an adapter recover.
   paper, in a palette the pretraining never used, with stray pencil strokes.
 - ``colours-tinted``: 8 colour classes under a strong coloured light cast and
   low contrast, on noisy backgrounds.
+
+And one control without a shift, drawn like the pretraining scenes:
+
+- ``colours``: 8 colour classes, one object of any shape on any background.
+  Zero-shot is strong here; it is where a model's own precision can be
+  judged (INT8 calibration) without the shift's razor-thin class margins.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ClipedgeError
-from .scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, SceneObject, background, draw_objects
+from .scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, SceneObject, background, draw_objects, render
 
 INK = {"ink": (25, 25, 35), "graphite": (70, 70, 75), "sepia": (90, 60, 30), "navy ink": (20, 30, 80)}
 
@@ -41,6 +47,12 @@ def _sketch(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
+def _in_distribution(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    scene = Scene((SceneObject(SHAPES[rng.integers(len(SHAPES))], list(COLOURS)[label], list(SIZES)[rng.integers(len(SIZES))]),),
+                  BACKGROUNDS[rng.integers(len(BACKGROUNDS))])
+    return render(scene, size, rng)
+
+
 def _tinted(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     colour = list(COLOURS)[label]
     scene = Scene((SceneObject(SHAPES[rng.integers(len(SHAPES))], colour, list(SIZES)[rng.integers(1, 3)]),),
@@ -56,6 +68,7 @@ def _tinted(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
 TASKS: dict[str, tuple[tuple[str, ...], Callable[[int, np.random.Generator, int], np.ndarray]]] = {
     "shapes-sketch": (SHAPES, _sketch),
     "colours-tinted": (tuple(COLOURS), _tinted),
+    "colours": (tuple(COLOURS), _in_distribution),
 }
 
 
