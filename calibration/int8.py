@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .int8_images import CalibrationImages
 from .int8_options import DEFAULT_MIN_AGREEMENT, METHODS
-from .qdq import QUANTIZED_OP_TYPES, first_weighted_node, head_nodes, quantize_qdq
+from .qdq import QUANTIZED_OP_TYPES, activation_products, first_weighted_node, head_nodes, quantize_qdq
 
 
 @dataclass
@@ -62,10 +62,13 @@ class Int8Model:
 
 
 def count_int8_layers(model: onnx.ModelProto) -> tuple[int, int]:
-    """(weighted layers whose weight is dequantized INT8, all weighted layers) of a QDQ graph."""
-    dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
-    weighted = [node for node in model.graph.node if node.op_type in QUANTIZED_OP_TYPES]
-    return sum(node.input[1] in dequantized for node in weighted), len(weighted)
+    """(layers whose constant weight is stored in INT8, all layers with a constant weight) of a QDQ graph."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    int8_weights = {node.output[0] for node in model.graph.node
+                    if node.op_type == "DequantizeLinear" and node.input[0] in constants}
+    weighted = [node for node in model.graph.node
+                if node.op_type in QUANTIZED_OP_TYPES and (node.input[1] in constants or node.input[1] in int8_weights)]
+    return sum(node.input[1] in int8_weights for node in weighted), len(weighted)
 
 
 def _probs(model_path: Path, frames: np.ndarray) -> np.ndarray:
@@ -83,7 +86,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: CalibrationImages, me
     """Write the best INT8 QDQ version of ``fp32_path`` to ``out_path``; see the module docstring."""
     methods = METHODS if method == "auto" else (method,)
     model = onnx.load(str(fp32_path), load_external_data=False)
-    head = head_nodes(model)
+    always_float = head_nodes(model) + activation_products(model)
     reference = _probs(fp32_path, images.selection)
     work = out_path.with_name(f".{out_path.name}.candidates")
     work.mkdir(exist_ok=True)
@@ -91,12 +94,12 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: CalibrationImages, me
 
     def attempt(name: str, first_layer_float: bool) -> None:
         path = work / f"{name}-{len(candidates)}.onnx"
-        quantize_qdq(fp32_path, path, images.calibration, name, [*head, first] if first_layer_float else head)
+        quantize_qdq(fp32_path, path, images.calibration, name, [*always_float, first] if first_layer_float else always_float)
         probs = _probs(path, images.selection)
         agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
         candidates.append((Candidate(name, first_layer_float, agreement, float(np.abs(probs - reference).mean())), path))
 
-    first = first_weighted_node(model, head)
+    first = first_weighted_node(model, always_float)
     try:
         for name in tqdm(methods, desc="INT8 calibration", unit="method", disable=None if progress else True, leave=False):
             attempt(name, first_layer_float=False)

@@ -53,6 +53,15 @@ def head_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def activation_products(model: onnx.ModelProto) -> list[str]:
+    """Matrix products of two activations (attention's Q·Kᵀ and A·V): no weight to quantize, and their inputs
+    are the least forgiving of rounding. onnxruntime's QDQ quantizer ignores ``MatMulConstBOnly``, so they are
+    excluded by name."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    return [node.name for node in model.graph.node
+            if node.op_type == "MatMul" and not {node.input[0], node.input[1]} & constants]
+
+
 def first_weighted_node(model: onnx.ModelProto, skip: list[str]) -> str | None:
     """The encoder's first convolution or matrix product: the one that reads (normalised) pixels."""
     return next((node.name for node in model.graph.node
@@ -105,8 +114,7 @@ def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: s
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "MatMulConstBOnly": True,
+                "QuantizeBias": False,  # TensorRT dequantizes INT8 only; biases stay float for both
                 "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES),
             },
         )

@@ -15,7 +15,7 @@ from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR
 from clipedge.calibration.int8 import count_int8_layers, quantize_int8
 from clipedge.calibration.int8_images import calibration_images, gate_images
 from clipedge.calibration.int8_options import METHODS, Int8Options
-from clipedge.calibration.qdq import head_nodes, quantize_qdq
+from clipedge.calibration.qdq import activation_products, head_nodes, quantize_qdq
 from clipedge.cli import main
 from clipedge.errors import ClipedgeError
 from clipedge.export import export_model, read_onnx_metadata
@@ -78,12 +78,14 @@ def test_calibration_folder_skips_unreadable_files(tiny_run, tmp_path):
 def test_qdq_recipe_keeps_head_softmax_and_layernorm_in_float(fp32_model, tiny_run, tmp_path):
     run = clipedge.load_run(tiny_run)
     out = tmp_path / "q.onnx"
-    head = head_nodes(onnx.load(str(fp32_model)))
-    quantize_qdq(fp32_model, out, calibration_images(run, count=16).calibration, "minmax", head)
+    fp32 = onnx.load(str(fp32_model))
+    head, products = head_nodes(fp32), activation_products(fp32)
+    assert len(products) == 4, "two attention products per layer of the 2-layer test ViT"
+    quantize_qdq(fp32_model, out, calibration_images(run, count=16).calibration, "minmax", head + products)
     model = onnx.load(str(out))
     dequantized = dequantized_outputs(model)
     by_name = {node.name: node for node in model.graph.node}
-    for name in head:  # the head: no input of it comes out of a DequantizeLinear
+    for name in head + products:  # the head and attention's products: no input comes out of a DequantizeLinear
         assert not any(i in dequantized for i in by_name[name].input), name
     for node in model.graph.node:
         if node.op_type in ("Softmax", "LayerNormalization"):
