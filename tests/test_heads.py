@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from clipedge.heads import HEADS, FewShotProblem, TrainOptions, head_class
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
-from clipedge.heads.tip_adapter import TipAdapterFHead, TipAdapterHead, search_alpha_beta, search_grid
+from clipedge.heads.tip_adapter import (SEARCH_SCALE, WIDE_SEARCH_SCALE, TipAdapterFHead, TipAdapterHead,
+                                        search_alpha_beta, search_grid)
 from clipedge.heads.zero_shot import ZeroShotHead
 
 D, C, SCALE = 16, 5, 37.5
@@ -194,14 +195,34 @@ def test_alpha_beta_search_matches_a_naive_grid_search(grouped):
 
     f = F.normalize(problem.val_features, dim=-1).double()
     keys, values, text = head.keys.detach().double(), head.values.double(), problem.text_weights.double()
-    best = 0
-    for b in search_grid(7.0, 200).tolist():
-        cache = torch.exp(-b * (1 - f @ keys.t())) @ values
-        for a in search_grid(3.0, 20).tolist():
-            logits = problem.logit_scale * f @ text.t() + a * cache
-            best = max(best, int((logits.argmax(1) == problem.val_labels).sum()))
+    best = naive_grid_best(problem, f, keys, values, text, SEARCH_SCALE)
+    if best[1]:  # the best ImageNet-grid point is on its upper edge: the wide grid is searched too
+        best = max(best, naive_grid_best(problem, f, keys, values, text, WIDE_SEARCH_SCALE))
     chosen = problem.logit_scale * f @ text.t() + alpha * torch.exp(-beta * (1 - f @ keys.t())) @ values
-    assert int((chosen.argmax(1) == problem.val_labels).sum()) == best
+    assert int((chosen.argmax(1) == problem.val_labels).sum()) == best[0]
+
+
+def naive_grid_best(problem, f, keys, values, text, scale) -> tuple[int, bool]:
+    """(most val images right over the grid, whether the first best point lies on the grid's upper edge)."""
+    betas, alphas = search_grid(scale[0], 200).tolist(), search_grid(scale[1], 20).tolist()
+    best, edge = -1, False
+    for i, b in enumerate(betas):
+        cache = torch.exp(-b * (1 - f @ keys.t())) @ values
+        for j, a in enumerate(alphas):
+            correct = int(((problem.logit_scale * f @ text.t() + a * cache).argmax(1) == problem.val_labels).sum())
+            if correct > best:
+                best, edge = correct, i == len(betas) - 1 or j == len(alphas) - 1
+    return best, edge
+
+
+def test_alpha_beta_search_widens_when_the_cache_wants_more_weight():
+    """Text directions unrelated to the classes (zero-shot near chance): the cache must dominate, past α = 3."""
+    problem, _, _ = synthetic_problem(seed=5, classes=6, shots=4)
+    unrelated = F.normalize(torch.randn(problem.text_weights.shape, generator=torch.Generator().manual_seed(9)), dim=-1)
+    problem = FewShotProblem(unrelated, problem.logit_scale, problem.train_features, problem.train_labels,
+                             problem.val_features, problem.val_labels)
+    alpha, _ = search_alpha_beta(TipAdapterHead.from_cache(problem), problem, progress=False)
+    assert alpha > SEARCH_SCALE[1]
 
 
 def test_grouped_cache_sum_equals_the_one_hot_matmul():
