@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from clipedge.heads import HEADS, FewShotProblem, TrainOptions, head_class
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
-from clipedge.heads.tip_adapter import (SEARCH_SCALE, WIDE_SEARCH_SCALE, TipAdapterFHead, TipAdapterHead,
-                                        search_alpha_beta, search_grid)
+from clipedge.heads.tip_adapter import SEARCH_SCALE, TipAdapterFHead, TipAdapterHead, search_alpha_beta, search_grid
 from clipedge.heads.zero_shot import ZeroShotHead
 
 D, C, SCALE = 16, 5, 37.5
@@ -195,24 +194,22 @@ def test_alpha_beta_search_matches_a_naive_grid_search(grouped):
 
     f = F.normalize(problem.val_features, dim=-1).double()
     keys, values, text = head.keys.detach().double(), head.values.double(), problem.text_weights.double()
-    best = naive_grid_best(problem, f, keys, values, text, SEARCH_SCALE)
-    if best[1]:  # the best ImageNet-grid point is on its upper edge: the wide grid is searched too
-        best = max(best, naive_grid_best(problem, f, keys, values, text, WIDE_SEARCH_SCALE))
-    chosen = problem.logit_scale * f @ text.t() + alpha * torch.exp(-beta * (1 - f @ keys.t())) @ values
-    assert int((chosen.argmax(1) == problem.val_labels).sum()) == best[0]
-
-
-def naive_grid_best(problem, f, keys, values, text, scale) -> tuple[int, bool]:
-    """(most val images right over the grid, whether the first best point lies on the grid's upper edge)."""
-    betas, alphas = search_grid(scale[0], 200).tolist(), search_grid(scale[1], 20).tolist()
-    best, edge = -1, False
-    for i, b in enumerate(betas):
+    betas, narrow, wide = search_grid(7.0, 200).tolist(), search_grid(3.0, 20).tolist(), search_grid(13.0, 20).tolist()
+    best, at_beta_edge, at_alpha_edge = -1, False, False
+    for i, b in enumerate(betas):  # the ImageNet grid, naively
         cache = torch.exp(-b * (1 - f @ keys.t())) @ values
-        for j, a in enumerate(alphas):
+        for j, a in enumerate(narrow):
             correct = int(((problem.logit_scale * f @ text.t() + a * cache).argmax(1) == problem.val_labels).sum())
             if correct > best:
-                best, edge = correct, i == len(betas) - 1 or j == len(alphas) - 1
-    return best, edge
+                best, at_beta_edge, at_alpha_edge = correct, i == len(betas) - 1, j == len(narrow) - 1
+    if at_alpha_edge or at_beta_edge:  # the wide values join in (see search_alpha_beta), naively too
+        for b in betas + (search_grid(13.0, 200).tolist() if at_beta_edge else []):
+            cache = torch.exp(-b * (1 - f @ keys.t())) @ values
+            for a in narrow + wide:
+                correct = int(((problem.logit_scale * f @ text.t() + a * cache).argmax(1) == problem.val_labels).sum())
+                best = max(best, correct)
+    chosen = problem.logit_scale * f @ text.t() + alpha * torch.exp(-beta * (1 - f @ keys.t())) @ values
+    assert int((chosen.argmax(1) == problem.val_labels).sum()) == best
 
 
 def test_alpha_beta_search_widens_when_the_cache_wants_more_weight():
