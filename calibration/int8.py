@@ -12,11 +12,10 @@ run's test images, which none of this ever sees.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -71,31 +70,27 @@ def count_int8_layers(model: onnx.ModelProto) -> tuple[int, int]:
     return sum(node.input[1] in int8_weights for node in weighted), len(weighted)
 
 
-def _probs(model_path: Path, frames: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["probs"], {"images": frames[i : i + 32]})[0] for i in range(0, len(frames), 32)])
+#: (ONNX file, uint8 frames) -> probs: how a model is run to judge it (the exporter's onnxruntime session on the CPU)
+ProbsOf = Callable[[Path, np.ndarray], np.ndarray]
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, images: CalibrationImages, method: str = "auto",
-                  min_agreement: float = DEFAULT_MIN_AGREEMENT, progress: bool = True) -> Int8Model:
+def quantize_int8(fp32_path: Path, out_path: Path, images: CalibrationImages, probs_of: ProbsOf,
+                  method: str = "auto", min_agreement: float = DEFAULT_MIN_AGREEMENT, fixed_batch: int | None = None,
+                  progress: bool = True) -> Int8Model:
     """Write the best INT8 QDQ version of ``fp32_path`` to ``out_path``; see the module docstring."""
     methods = METHODS if method == "auto" else (method,)
     model = onnx.load(str(fp32_path), load_external_data=False)
     always_float = head_nodes(model) + activation_products(model)
-    reference = _probs(fp32_path, images.selection)
+    reference = probs_of(fp32_path, images.selection)
     work = out_path.with_name(f".{out_path.name}.candidates")
     work.mkdir(exist_ok=True)
     candidates: list[tuple[Candidate, Path]] = []
 
     def attempt(name: str, first_layer_float: bool) -> None:
         path = work / f"{name}-{len(candidates)}.onnx"
-        quantize_qdq(fp32_path, path, images.calibration, name, [*always_float, first] if first_layer_float else always_float)
-        probs = _probs(path, images.selection)
+        keep_float = [*always_float, first] if first_layer_float else always_float
+        quantize_qdq(fp32_path, path, images.calibration, name, keep_float, fixed_batch)
+        probs = probs_of(path, images.selection)
         agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
         candidates.append((Candidate(name, first_layer_float, agreement, float(np.abs(probs - reference).mean())), path))
 

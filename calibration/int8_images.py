@@ -26,13 +26,15 @@ from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run
 from clipedge.run_features import run_data
 from clipedge.runtime.image_files import collect_images
-from clipedge.runtime.preprocess import prepare_frame
+from clipedge.runtime.preprocess import prepare_files
 
 from .int8_options import DEFAULT_COUNT
 
 log = logging.getLogger(__name__)
 
 MAX_SELECTION = 64
+#: enough for the 98 % gate to resolve one disagreement in a thousand, without holding a whole test set in memory
+GATE_IMAGES = 1000
 
 
 @dataclass
@@ -73,16 +75,10 @@ def run_pool(run: Run) -> list[Path]:
 def load_frames(run: Run, paths: list[Path]) -> tuple[np.ndarray, int]:
     """Frames at the model's size (runtime preprocessing); unreadable files are skipped and counted."""
     spec = run.backbone_spec
-    frames, skipped = [], 0
-    for path in paths:
-        try:
-            frames.append(prepare_frame(path, spec.image_size, spec.interpolation, spec.resize_mode))
-        except ClipedgeError:
-            skipped += 1
-    if skipped:
-        log.warning("skipped %d unreadable calibration image(s)", skipped)
-    empty = np.zeros((0, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-    return (np.stack(frames) if frames else empty), skipped
+    frames, unreadable = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode)
+    if unreadable:
+        log.warning("skipped %d unreadable calibration image(s), e.g. %s", len(unreadable), unreadable[0])
+    return frames, len(unreadable)
 
 
 def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int = DEFAULT_COUNT,
@@ -99,14 +95,19 @@ def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int
         where = f"--calib {calib_dir}" if calib_dir else f"RUN {run.path}"
         raise ClipedgeError(f"{where}: none of the {len(calibration_paths)} calibration images could be read")
     if not len(selection):  # a pool of 1-3 images: choose on the calibration frames themselves
+        log.warning("only %d calibration image(s): the calibration method is chosen on the calibration images "
+                    "themselves; pass --calib DIR with a few hundred images for a held-out choice", len(calibration))
         selection = calibration
     return CalibrationImages(calibration, selection, source, skipped + skipped_selection)
 
 
-def gate_images(run: Run) -> list[Path]:
-    """The run's test images: held out from training, calibration and method selection alike."""
+def gate_images(run: Run, limit: int = GATE_IMAGES, seed: int = 0) -> list[Path]:
+    """The run's test images (a seeded sample of ``limit`` for large sets): held out from training,
+    calibration and method selection alike."""
     paths = [s.path for s in run_data(run).splits["test"]]
     if not paths:
         raise ClipedgeError(f"RUN {run.path}: no test images to check the INT8 model against; re-train with a "
                             "folder of ≥ 4 images per class (30 % are held out for test) or a --split file with a 'test' list")
+    if len(paths) > limit:
+        paths = sorted(random.Random(f"int8-gate:{seed}").sample(paths, limit))
     return paths

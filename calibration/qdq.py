@@ -68,20 +68,33 @@ def first_weighted_node(model: onnx.ModelProto, skip: list[str]) -> str | None:
                  if node.op_type in QUANTIZED_OP_TYPES and node.name not in skip), None)
 
 
-def _calibration_reader(frames: np.ndarray):
-    """Equal-sized uint8 batches: the percentile and entropy collectors stack batches and need one shape."""
+def _calibration_reader(frames: np.ndarray, fixed_batch: int | None):
+    """uint8 batches for the calibrator: CALIBRATION_BATCH frames, or exactly a fixed-batch model's N (the
+    last batch padded with repeats). ``set_range`` lets onnxruntime collect one batch at a time, so
+    calibration memory stays that of one batch's activations, whatever the image count."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    batch = min(CALIBRATION_BATCH, len(frames))
-    usable = len(frames) - len(frames) % batch
+    size = fixed_batch or CALIBRATION_BATCH
+    batches = []
+    for start in range(0, len(frames), size):
+        chunk = frames[start : start + size]
+        if fixed_batch and len(chunk) < fixed_batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed_batch - len(chunk), axis=0)])
+        batches.append(np.ascontiguousarray(chunk))
 
     class FrameReader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([frames[i : i + batch] for i in range(0, usable, batch)])
+            self.pending = iter(batches)
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.pending = iter(batches[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            chunk = next(self.batches, None)
-            return None if chunk is None else {"images": np.ascontiguousarray(chunk)}
+            chunk = next(self.pending, None)
+            return None if chunk is None else {"images": chunk}
 
     return FrameReader()
 
@@ -99,7 +112,8 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: str, keep_float: list[str]) -> None:
+def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: str, keep_float: list[str],
+                 fixed_batch: int | None = None) -> None:
     """Calibrate ``model_path`` on ``frames`` with ``method`` and write the QDQ model to ``out_path``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -107,7 +121,7 @@ def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: s
                "percentile": CalibrationMethod.Percentile}
     with _quiet():
         quantize_static(
-            str(model_path), str(out_path), _calibration_reader(frames),
+            str(model_path), str(out_path), _calibration_reader(frames, fixed_batch),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
             calibrate_method=methods[method],
@@ -116,5 +130,7 @@ def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: s
                 "WeightSymmetric": True,
                 "QuantizeBias": False,  # TensorRT dequantizes INT8 only; biases stay float for both
                 "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT_OP_TYPES),
+                # despite its name, every calibrator honours it: collect (and merge) one batch at a time
+                "CalibStridedMinMax": 1,
             },
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ def export_model(
     check_destination(artifact)
     if int8:  # read (and check) every image before the slow work
         images = calibration_images(run, int8.calib_dir, int8.count, int8.seed)
-        held_out_paths = gate_images(run)
+        held_out_paths = gate_images(run, seed=int8.seed)
 
     spec = run.backbone_spec
     backbone = load_backbone_from_spec(spec, device)
@@ -145,9 +146,11 @@ def export_model(
         if int8:
             fp32_onnx = staging / "fp32.onnx"
             fp32_onnx.write_bytes(graph.model.SerializeToString())
-            quantized = quantize_int8(fp32_onnx, staged_onnx, images, int8.method, int8.min_agreement, progress)
+            probs_of = partial(_cpu_probs, fixed_batch=static_batch)
+            quantized = quantize_int8(fp32_onnx, staged_onnx, images, probs_of, int8.method, int8.min_agreement,
+                                      static_batch, progress)
             reference = reference_outputs(run, backbone, reference_module, temperature, held_out_paths)
-            parity = _gate_int8(run, staged_onnx, reference, device, static_batch, temperature, int8.min_agreement)
+            parity = _gate_int8(run, probs_of(staged_onnx, reference.frames), reference, temperature, int8.min_agreement)
             quantization = quantized.metadata()
             metadata = {**metadata, "quantization": quantization, "fp32_parity": graph_parity.to_dict()}
             model = onnx.load(str(staged_onnx))
@@ -166,16 +169,24 @@ def export_model(
                         parity.to_dict(), time.perf_counter() - started, related, quantization)
 
 
-def _gate_int8(run: Run, model_path: Path, reference: ParityReference, device: str, static_batch: int | None,
-               temperature: float | None, min_agreement: float) -> ParityResult:
+def _cpu_probs(model_path: Path, frames: Any, fixed_batch: int | None) -> Any:
+    """An INT8 model is judged where its integer kernels run: onnxruntime's CPU provider (a GPU provider
+    would dequantize and compute in float, which is not what a CPU deployment gets)."""
+    return onnxruntime_probs(model_path.read_bytes(), "int8", "cpu", fixed_batch)(frames)
+
+
+def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: float | None,
+               min_agreement: float) -> ParityResult:
     """The INT8 model against the fp32 PyTorch pipelines on the run's held-out test images."""
-    probs = onnxruntime_probs(model_path.read_bytes(), "int8", device, static_batch)(reference.frames)
     parity = compare(probs, reference, "int8", temperature, min_agreement)
     if not parity.passed:
+        resolution = f" (with {parity.images} test images, one disagreement costs {100 / parity.images:.1f} %)" \
+            if parity.images < 100 else ""
         raise ClipedgeError(
-            f"export of {run.path}: the INT8 model failed its parity gate: {parity.describe()}; nothing was written. "
-            "This run's decisions turn on logit differences finer than INT8 resolves: export fp32 or --fp16 instead, "
-            "calibrate on more representative images (--calib), or accept less agreement (--min-agreement)")
+            f"export of {run.path}: the INT8 model failed its parity gate: {parity.describe()}{resolution}; nothing "
+            "was written. This run's decisions turn on logit differences finer than INT8 resolves: export fp32 or "
+            "--fp16 instead, calibrate on more representative images (--calib), or accept less agreement "
+            "(--min-agreement)")
     return parity
 
 

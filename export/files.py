@@ -42,10 +42,3 @@ def staging_folder(destination: Path) -> Iterator[Path]:
 def publish(staged: Path, destination: Path) -> None:
     """Move a finished file from the staging folder to its final name in one atomic step."""
     os.replace(staged, destination)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """For small files written outside a staging folder (the timing cache)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clipedge.atomic import write_atomically
 from clipedge.errors import ClipedgeError
 
 from .batch import BatchProfile
-from .files import write_atomically
 from .metadata import INPUT_NAME
 from .parity import ParityReference, ParityResult, compare, run_in_batches
 
@@ -82,10 +82,10 @@ def gpu_identity() -> dict[str, str]:
 
 
 def strongly_typed_flags(trt: Any) -> int:
-    """Network creation flags for a strongly typed network: TensorRT 10 asks for it, 11 knows nothing else."""
-    if int(trt.__version__.split(".")[0]) >= 11:
-        return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    """Network creation flags for a strongly typed network: TensorRT 10 asks for it by a flag; where the flag
+    is gone (TensorRT 11 removed weak typing), every network is strongly typed."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
 
 
 def build_engine(onnx_path: Path, engine_path: Path, settings: EngineSettings) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from clipedge.errors import ClipedgeError
 
-from .preprocess import prepare_frame
+from .preprocess import prepare_files
 
 
 @dataclass
@@ -146,6 +146,9 @@ def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmu
         if other is not None and other.image_size != classifier.image_size:
             raise ClipedgeError(f"--baseline {baseline}: takes {other.image_size} px frames, {model} takes "
                                 f"{classifier.image_size} px")
+        if other is not None and other.labels != classifier.labels:
+            raise ClipedgeError(f"--baseline {baseline}: its classes differ from those of {model}; compare two "
+                                "exports of the same run")
         reference = torch_reference(torch_run, threads) if torch_run else None
         report: dict[str, Any] = {
             "model": str(model), "backend": classifier.backend_name, "precision": classifier.metadata.get("precision"),
@@ -185,15 +188,10 @@ def compare_pipelines(pipelines: dict[str, Callable[[np.ndarray], object]], fram
 
 def image_frames(classifier: Any, paths: list[Path]) -> np.ndarray:
     """Real images at the model's size (its own resize); unreadable files are skipped."""
-    frames = []
-    for path in paths:
-        try:
-            frames.append(prepare_frame(path, classifier.image_size, classifier.interpolation, classifier.resize_mode))
-        except ClipedgeError:
-            continue
-    if not frames:
+    frames, _ = prepare_files(paths, classifier.image_size, classifier.interpolation, classifier.resize_mode)
+    if not len(frames):
         raise ClipedgeError(f"--images: none of the {len(paths)} file(s) is a readable image")
-    return np.stack(frames)
+    return frames
 
 
 def report_rows(report: dict[str, Any]) -> list[list[Any]]:

@@ -106,6 +106,19 @@ def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_
     raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
+def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic",
+                  resize_mode: str = "shortest") -> tuple[np.ndarray, list[Path]]:
+    """Image files → (uint8 [N, size, size, 3] frames, the files that could not be read, skipped)."""
+    frames, unreadable = [], []
+    for path in paths:
+        try:
+            frames.append(prepare_frame(path, size, interpolation, resize_mode))
+        except ClipedgeError:
+            unreadable.append(path)
+    stacked = np.stack(frames) if frames else np.zeros((0, size, size, 3), dtype=np.uint8)
+    return stacked, unreadable
+
+
 def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
                   bgr: bool = False) -> tuple[np.ndarray, bool]:
     """Any accepted input → (uint8 [N, size, size, 3] RGB, whether the input was one image).

@@ -48,6 +48,10 @@ def fp32_model(tiny_run, tmp_path_factory):
     return export_model(tiny_run, tmp_path_factory.mktemp("fp32") / "model.onnx", parity_count=8, progress=False).artifact
 
 
+def cpu_probs(path: Path, frames: np.ndarray) -> np.ndarray:
+    return exporter_module._cpu_probs(path, frames, fixed_batch=None)
+
+
 def dequantized_outputs(model: onnx.ModelProto) -> set[str]:
     return {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
 
@@ -106,14 +110,16 @@ def test_qdq_recipe_keeps_head_softmax_and_layernorm_in_float(fp32_model, tiny_r
 def test_methods_are_compared_and_the_first_layer_falls_back_to_float(fp32_model, tiny_run, tmp_path):
     images = calibration_images(clipedge.load_run(tiny_run), count=16)
     # an unreachable target: every method misses it, so the first weighted layer is tried in float as well
-    result = quantize_int8(fp32_model, tmp_path / "m.int8.onnx", images, "auto", min_agreement=1.01, progress=False)
+    result = quantize_int8(fp32_model, tmp_path / "m.int8.onnx", images, cpu_probs, "auto", min_agreement=1.01,
+                           progress=False)
     assert [c.method for c in result.candidates[:3]] == list(METHODS)
     assert result.candidates[3].first_layer_float and result.candidates[3].method == max(
         result.candidates[:3], key=lambda c: c.key()).method
     assert result.chosen in result.candidates and result.chosen.key() == max(c.key() for c in result.candidates)
     assert result.path.is_file() and not list(tmp_path.glob(".*")), "candidate models are cleaned up"
     assert result.metadata()["calibration_images"] == 16 and result.metadata()["calibration_method"] == result.chosen.method
-    single = quantize_int8(fp32_model, tmp_path / "one.onnx", images, "percentile", min_agreement=0, progress=False)
+    single = quantize_int8(fp32_model, tmp_path / "one.onnx", images, cpu_probs, "percentile", min_agreement=0,
+                           progress=False)
     assert [c.method for c in single.candidates] == ["percentile"]
 
 
@@ -134,14 +140,25 @@ def test_int8_export_passes_its_gate_and_runs_in_the_runtime(tiny_run, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging left behind"
 
 
+def test_int8_export_of_a_fixed_batch_model(tiny_run, tmp_path):
+    """Calibration, selection and the gate all feed the model exactly its fixed batch (the last one padded)."""
+    # the test ViT's random weights leave hair-thin class margins: this checks the plumbing, not the agreement
+    options = Int8Options(count=10, min_agreement=0.0)
+    result = export_model(tiny_run, tmp_path / "model.int8.onnx", batch=4, fixed_batch=True, int8=options,
+                          parity_count=8, progress=False)
+    assert result.parity["passed"] and json.loads(read_onnx_metadata(result.artifact)["input"])["shape"][0] == 4
+    classifier = Classifier(result.artifact)
+    assert classifier.fixed_batch == 4 and len(classifier([np.zeros((32, 32, 3), np.uint8)] * 5)) == 5
+
+
 def test_int8_gate_failure_writes_nothing(tiny_run, tmp_path, monkeypatch):
-    real = exporter_module.onnxruntime_probs
+    real = exporter_module._cpu_probs
 
-    def int8_answers_wrong(model_bytes, precision, device, batch):
-        probs = real(model_bytes, precision, device, batch)
-        return (lambda frames: probs(frames)[:, ::-1]) if precision == "int8" else probs
+    def int8_answers_wrong(model_path, frames, fixed_batch):
+        probs = real(model_path, frames, fixed_batch)
+        return probs[:, ::-1] if model_path.name.endswith("int8.onnx") else probs
 
-    monkeypatch.setattr(exporter_module, "onnxruntime_probs", int8_answers_wrong)
+    monkeypatch.setattr(exporter_module, "_cpu_probs", int8_answers_wrong)
     out = tmp_path / "model.int8.onnx"
     with pytest.raises(ClipedgeError, match=r"INT8 model failed its parity gate: top-1 agreement .* required ≥ 98 %.*"
                                             r"nothing was written.*--fp16"):

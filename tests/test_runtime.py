@@ -396,6 +396,7 @@ def test_measure_and_batches():
 
 BLOCK_TORCH = """
 import importlib.abc, sys
+from pathlib import Path
 class BlockTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
@@ -411,7 +412,12 @@ def test_the_runtime_runs_without_torch(model, frames_folder):
         f"print(Classifier({str(model)!r})({str(frames_folder / '2_blue.png')!r}).label)\n"
         "from clipedge.cli import main\n"
         f"main(['predict', {str(model)!r}, {str(frames_folder)!r}, '--json'], standalone_mode=False)\n"
-        f"main(['bench', {str(model)!r}, '--batch', '2', '--iters', '2', '--warmup', '0'], standalone_mode=False)\n"
+        f"main(['bench', {str(model)!r}, '--batch', '2', '--iters', '2', '--warmup', '0', '--baseline', {str(model)!r}],"
+        " standalone_mode=False)\n"
+        "from clipedge.runtime.backends.onnxruntime_backend import tensorrt_options\n"  # ONNX Runtime's TensorRT route
+        "from clipedge.runtime.onnx_metadata import read_onnx_metadata\n"
+        f"assert tensorrt_options(Path({str(model)!r}), read_onnx_metadata(Path({str(model)!r})), 8)"
+        "['trt_profile_max_shapes'].endswith('x3')\n"
         "leaked = [m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules]\n"
         "assert not leaked, leaked\n"
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import write_atomically
 from .errors import ClipedgeError
 from .figures import pyplot, save_png
 from .heads import METHODS
@@ -85,7 +86,7 @@ def save_plot(per_seed: dict[str, dict[int, list[float]]], shots: tuple[int, ...
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, by_shots in per_seed.items():
         means = [100 * statistics.fmean(by_shots[k]) for k in shots]
-        spread = [100 * statistics.pstdev(by_shots[k]) for k in shots]
+        spread = [100 * statistics.stdev(by_shots[k]) if len(by_shots[k]) > 1 else 0.0 for k in shots]
         style = "--" if method == "zero-shot" else "-o"
         ax.errorbar(shots, means, yerr=spread, fmt=style, capsize=3, label=method)
     ax.set_xscale("log", base=2)
@@ -149,14 +150,15 @@ def run_demo(
     demo.best_run = results[(best_method, shots[-1])].run_dir
     save_plot(per_seed, shots, out / PLOT_FILE, f"{task} on clipedge-tiny (mean of {seeds} draws)")
     echo(f"\nbest at {shots[-1]} shots: {best_method} ({100 * accuracy[best_method][shots[-1]]:.1f} % vs "
-         f"zero-shot {100 * accuracy['zero-shot'][shots[-1]]:.1f} %); plot: {out / PLOT_FILE}")
+         f"zero-shot {100 * accuracy['zero-shot'][shots[-1]]:.1f} %, mean of {seeds} draws); plot: {out / PLOT_FILE}")
+    echo(f"its seed-{draws[0]} run ({100 * per_seed[best_method][shots[-1]][0]:.1f} %) goes on: {demo.best_run}")
 
     for stage in (calibrate_stage, export_stage, runtime_stage):
         mark = time.perf_counter()
         demo.stages.update(stage(demo.best_run, out, echo))
         timings[stage.__name__] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
-    (out / RESULTS_FILE).write_text(json.dumps(demo.to_json(), indent=2) + "\n", encoding="utf-8")
+    write_atomically(out / RESULTS_FILE, json.dumps(demo.to_json(), indent=2) + "\n")
     echo(f"results: {out / RESULTS_FILE}  (total {timings['total']:.0f} s)")
     return demo
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from safetensors.torch import load_file, save_file
 
+from .atomic import write_atomically
 from .backbone import BackboneSpec
 from .errors import ClipedgeError
 from .heads import Head, head_class
@@ -142,7 +143,5 @@ def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
     manifest[key] = value
-    partial = run_path / (MANIFEST + ".partial")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, run_path / MANIFEST)
+    write_atomically(run_path / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -7,6 +7,7 @@ a GPU provider fails to initialise.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> di
     cache = path.parent / "trt-cache"
     if "image_size" not in metadata:  # not a clipedge export: no input contract to build a profile from
         return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
-    return tensorrt_provider_options(cache, int(metadata["image_size"]), BatchProfile(1, max_batch, max_batch))
+    batch = json.loads(metadata.get("input", "{}")).get("shape", [None])[0]
+    profile = BatchProfile(batch, batch, batch) if isinstance(batch, int) else BatchProfile(1, max_batch, max_batch)
+    return tensorrt_provider_options(cache, int(metadata["image_size"]), profile)
 
 
 def choose_providers(available: list[str], requested: list[str] | None) -> list[str]:
