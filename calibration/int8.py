@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-
 from .int8_images import CalibrationImages
 from .int8_options import DEFAULT_MIN_AGREEMENT, METHODS
 from .qdq import QUANTIZED_OP_TYPES, activation_products, first_weighted_node, head_nodes, quantize_qdq
@@ -46,7 +45,7 @@ class Int8Model:
     chosen: Candidate
     candidates: list[Candidate]
     images: CalibrationImages
-    #: weighted layers (Conv, MatMul, Gemm) that run in INT8, and all of them
+    #: layers with a constant weight (Conv, MatMul, Gemm) whose weight is stored in INT8, and all such layers
     int8_layers: int
     weighted_layers: int
 
