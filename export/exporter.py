@@ -66,10 +66,10 @@ def engine_onnx_path(engine: Path, precision: str) -> Path:
     return engine.with_name(f"{stem}.onnx")
 
 
-def _gate(parity: ParityResult, run: Run, what: str) -> None:
+def _gate(parity: ParityResult, run: Run, what: str, advice: str = "") -> None:
     if not parity.passed:
         raise ClipedgeError(
-            f"export of {run.path}: the {what} failed its parity gate: {parity.describe()}; nothing was written")
+            f"export of {run.path}: the {what} failed its parity gate: {parity.describe()}; nothing was written{advice}")
 
 
 def export_model(
@@ -179,14 +179,11 @@ def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: fl
                min_agreement: float) -> ParityResult:
     """The INT8 model against the fp32 PyTorch pipelines on the run's held-out test images."""
     parity = compare(probs, reference, "int8", temperature, min_agreement)
-    if not parity.passed:
-        resolution = f" (with {parity.images} test images, one disagreement costs {100 / parity.images:.1f} %)" \
-            if parity.images < 100 else ""
-        raise ClipedgeError(
-            f"export of {run.path}: the INT8 model failed its parity gate: {parity.describe()}{resolution}; nothing "
-            "was written. This run's decisions turn on logit differences finer than INT8 resolves: export fp32 or "
-            "--fp16 instead, calibrate on more representative images (--calib), or accept less agreement "
-            "(--min-agreement)")
+    resolution = f" (with {parity.images} test images, one disagreement costs {100 / parity.images:.1f} %)" \
+        if parity.images < 100 else ""
+    _gate(parity, run, "INT8 model", f"{resolution}. This run's decisions turn on logit differences finer than INT8 "
+          "resolves: export fp32 or --fp16 instead, calibrate on more representative images (--calib), or accept "
+          "less agreement (--min-agreement)")
     return parity
 
 
