@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import torch
 
-SCORES = ("max_prob", "energy")
+from clipedge.runtime.contract import REJECTION_SCORES as SCORES
+from clipedge.runtime.contract import confidence
 
 
 def confidence_score(logits: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:
-    scaled = logits.double() / temperature
-    if kind == "max_prob":
-        return scaled.softmax(dim=1).max(dim=1).values
-    if kind == "energy":
-        return temperature * torch.logsumexp(scaled, dim=1)
-    raise ValueError(f"unknown rejection score {kind!r}; expected one of {SCORES}")
+    """The runtime's own score (clipedge.runtime.contract.confidence), so a threshold chosen here means the
+    same thing on the device."""
+    return torch.from_numpy(confidence(logits.detach().double().cpu().numpy(), kind, temperature))
 
 
 def threshold_for_frr(known_scores: torch.Tensor, target_frr: float) -> float:

@@ -1,7 +1,8 @@
 """Fusion of backbone and head into one graph, its ONNX/TensorRT export and the parity gate.
 
 Kept import-light: ``export_model`` (and with it torch and onnx) loads on first
-use, so code that only needs, say, the TensorRT provider options stays torch-free.
+use. What the runtime must also know (names, metadata, sidecar, batch profile,
+onnxruntime's TensorRT options) lives in ``clipedge.runtime.contract``.
 """
 
 from importlib import import_module
@@ -10,9 +11,6 @@ from typing import Any
 _LAZY = {
     "export_model": "clipedge.export.exporter",
     "ExportResult": "clipedge.export.exporter",
-    "read_onnx_metadata": "clipedge.export.metadata",
-    "tensorrt_providers": "clipedge.export.ort_tensorrt",
-    "tensorrt_provider_options": "clipedge.export.ort_tensorrt",
 }
 
 

@@ -13,6 +13,8 @@ import click
 from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
 from clipedge.tables import format_table
 
+from .formats import FORMATS, validate_export_options
+
 
 def _megabytes(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.1f} MB"
@@ -20,8 +22,8 @@ def _megabytes(num_bytes: int) -> str:
 
 @click.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "format_", type=click.Choice(["onnx", "engine"]), default="onnx", show_default=True,
-              help="ONNX model, or a TensorRT engine built on this machine's GPU.")
+@click.option("--format", "format_", type=click.Choice(list(FORMATS)), default="onnx", show_default=True,
+              help="; ".join(f"{f.name}: {f.summary}" for f in FORMATS.values()) + ".")
 @click.option("--fp16", is_flag=True, help="Half-precision encoder; input stays uint8, outputs stay float32.")
 @click.option("--batch", help="N or MIN,OPT,MAX: the engine's batch profile (default 1,8,32), or the --fixed-batch size.")
 @click.option("--fixed-batch", is_flag=True, help="Fix the ONNX input to the one batch size N given by --batch (default 1).")
@@ -36,7 +38,7 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--int8", is_flag=True,
               help="INT8 (QDQ) model from calibration images, gated on RUN's test images against fp32; with "
                    "--format engine, a TensorRT INT8 engine built from it.")
-@click.option("--calib", "calib_dir", type=click.Path(path_type=Path),
+@click.option("--calib", type=click.Path(path_type=Path),
               help="--int8: folder of calibration images (default: RUN's train and val images).")
 @click.option("--calib-count", default=DEFAULT_COUNT, show_default=True, type=int,
               help="--int8: calibration images to use (a seeded sample).")
@@ -46,13 +48,18 @@ def _megabytes(num_bytes: int) -> str:
               help="--int8: top-1 agreement with fp32 the INT8 model must reach on RUN's test images.")
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
                    embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
-                   calib_dir: Path | None, calib_count: int, calib_method: str, min_agreement: float) -> None:
+                   calib: Path | None, calib_count: int, calib_method: str, min_agreement: float) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
+    context = click.get_current_context()
+    given = {name for name in context.params
+             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT} - {"run", "format_"}
+    validate_export_options(format_, given)  # before torch loads: a wrong combination fails in milliseconds
     from .exporter import export_model
 
-    int8_options = Int8Options(calib_dir, calib_count, calib_method, min_agreement) if int8 else None
-    result = export_model(run, out, format_, fp16, batch, embeddings, fixed_batch, opset, device,
-                          timing_cache=timing_cache, int8=int8_options)
+    int8_options = Int8Options(calib, calib_count, calib_method, min_agreement) if int8 else None
+    result = export_model(run, out=out, format=format_, fp16=fp16, batch=batch, embeddings=embeddings,
+                          fixed_batch=fixed_batch, opset=opset, device=device, timing_cache=timing_cache,
+                          int8=int8_options)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],

@@ -8,32 +8,45 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
-
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.calibration.int8 import quantize_int8
 from clipedge.calibration.int8_images import calibration_images, gate_images
 from clipedge.calibration.int8_options import Int8Options
+from clipedge.devices import resolve_device
 from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, load_run
-from clipedge.training import resolve_device
+from clipedge.runtime.contract import sidecar_path
 
 from .batch import resolve_batch
 from .files import check_destination, publish, staging_folder
+from .formats import validate_export_options
 from .fuse import FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .onnx_export import OPSET, check_opset, to_onnx
-from .parity import (PARITY_IMAGES, ParityReference, ParityResult, compare, onnxruntime_probs, parity_images,
-                     reference_outputs)
-from .tensorrt_build import (OPTIMIZATION_LEVEL, WORKSPACE_GIB, EngineSettings, build_engine, default_timing_cache,
-                             engine_parity, gpu_identity, import_tensorrt)
-
-FORMATS = ("onnx", "engine")
+from .parity import (
+    PARITY_IMAGES,
+    ParityReference,
+    ParityResult,
+    compare,
+    onnxruntime_probs,
+    parity_images,
+    reference_outputs,
+)
+from .tensorrt_build import (
+    OPTIMIZATION_LEVEL,
+    WORKSPACE_GIB,
+    EngineSettings,
+    build_engine,
+    default_timing_cache,
+    engine_parity,
+    gpu_identity,
+    import_tensorrt,
+)
 
 
 @dataclass
@@ -97,10 +110,9 @@ def export_model(
     run's test images against fp32, and is what an engine is built from.
     """
     started = time.perf_counter()
-    if format not in FORMATS:
-        raise ClipedgeError(f"--format {format}: expected one of {', '.join(FORMATS)}")
-    if int8 and fp16:
-        raise ClipedgeError("--int8 and --fp16: choose one (an INT8 model keeps its float layers in fp32)")
+    given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
+                                      ("timing_cache", timing_cache)) if value}
+    validate_export_options(format, given)
     check_opset(opset)
     if parity_count < 1:
         raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
@@ -129,50 +141,48 @@ def export_model(
     exported_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings,
                                       half_encoder=True) if fp16 else reference_module
     graph = to_onnx(exported_module, spec.image_size, static_batch, opset)
-    model_bytes = graph.model.SerializeToString()
-    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, parity_count))
-    graph_precision = "fp16" if fp16 else "fp32"
-    exported_probs = onnxruntime_probs(model_bytes, graph_precision, device, static_batch)(reference.frames)
-    parity = graph_parity = compare(exported_probs, reference, graph_precision, temperature)
-    _gate(graph_parity, run, "ONNX model")
     metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset)
-    set_onnx_metadata(graph.model, {**metadata, "parity": graph_parity.to_dict()})
-
+    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, parity_count))
     onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact, precision)
     related: dict[str, Path] = {}
     quantization = None
     with staging_folder(artifact) as staging:
+        graph_onnx = staging / ("fp32.onnx" if int8 else onnx_path.name)
+        set_onnx_metadata(graph.model, {**metadata, "precision": "fp16" if fp16 else "fp32"})
+        onnx.save(graph.model, str(graph_onnx))
+        parity = graph_parity = compare(onnxruntime_probs(graph_onnx, device)(reference.frames), reference,
+                                        "fp16" if fp16 else "fp32", temperature)
+        _gate(graph_parity, run, "ONNX model")
         staged_onnx = staging / onnx_path.name
         if int8:
-            fp32_onnx = staging / "fp32.onnx"
-            fp32_onnx.write_bytes(graph.model.SerializeToString())
-            probs_of = partial(_cpu_probs, fixed_batch=static_batch)
-            quantized = quantize_int8(fp32_onnx, staged_onnx, images, probs_of, int8.method, int8.min_agreement,
+            quantized = quantize_int8(graph_onnx, staged_onnx, images, _cpu_probs, int8.method, int8.min_agreement,
                                       static_batch, progress)
             reference = reference_outputs(run, backbone, reference_module, temperature, held_out_paths)
-            parity = _gate_int8(run, probs_of(staged_onnx, reference.frames), reference, temperature, int8.min_agreement)
             quantization = quantized.metadata()
             metadata = {**metadata, "quantization": quantization, "fp32_parity": graph_parity.to_dict()}
             model = onnx.load(str(staged_onnx))
-            set_onnx_metadata(model, {**metadata, "parity": parity.to_dict()})
+            set_onnx_metadata(model, metadata)  # the gate below runs the model as the runtime sees it
             onnx.save(model, str(staged_onnx))
+            parity = _gate_int8(run, _cpu_probs(staged_onnx, reference.frames), reference, temperature, int8.min_agreement)
         else:
-            staged_onnx.write_bytes(graph.model.SerializeToString())
+            model = graph.model
+        set_onnx_metadata(model, {**metadata, "parity": parity.to_dict()})
+        onnx.save(model, str(staged_onnx))
         if format == "engine":
             settings = EngineSettings(profile, spec.image_size, workspace_gib, optimization_level,
                                       Path(timing_cache) if timing_cache else default_timing_cache())
             parity = _build_and_check_engine(run, staged_onnx, artifact, settings, metadata, parity, reference,
                                              precision, temperature, int8.min_agreement if int8 else None)
-            related = {"sidecar": artifact.with_name(f"{artifact.name}.json"), "onnx": onnx_path}
+            related = {"sidecar": sidecar_path(artifact), "onnx": onnx_path}
         publish(staged_onnx, onnx_path)
     return ExportResult(artifact, format, precision, artifact.stat().st_size, graph.nodes_before, graph.nodes_after,
                         parity.to_dict(), time.perf_counter() - started, related, quantization)
 
 
-def _cpu_probs(model_path: Path, frames: Any, fixed_batch: int | None) -> Any:
+def _cpu_probs(model_path: Path, frames: Any) -> Any:
     """An INT8 model is judged where its integer kernels run: onnxruntime's CPU provider (a GPU provider
     would dequantize and compute in float, which is not what a CPU deployment gets)."""
-    return onnxruntime_probs(model_path.read_bytes(), "int8", "cpu", fixed_batch)(frames)
+    return onnxruntime_probs(model_path, "cpu")(frames)
 
 
 def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: float | None,
@@ -192,12 +202,12 @@ def _build_and_check_engine(run: Run, staged_onnx: Path, artifact: Path, setting
                             precision: str, temperature: float | None, min_agreement: float | None) -> ParityResult:
     """Build the engine next to the staged ONNX, gate it on the same frames, then publish it with its sidecar."""
     staged_engine = staged_onnx.with_name(artifact.name)
-    sidecar = staged_onnx.with_name(f"{artifact.name}.json")  # the runtime's TensorRT backend reads it
+    sidecar = sidecar_path(staged_engine)  # the runtime's TensorRT backend reads it
     facts = {**metadata, **build_engine(staged_onnx, staged_engine, settings), "onnx_parity": onnx_parity.to_dict()}
     sidecar.write_text(json.dumps(facts, indent=2) + "\n")
     parity = engine_parity(staged_engine, reference, precision, temperature, min_agreement)
     _gate(parity, run, "TensorRT engine")
     sidecar.write_text(json.dumps({**facts, "parity": parity.to_dict()}, indent=2) + "\n")
-    publish(sidecar, artifact.with_name(sidecar.name))
+    publish(sidecar, sidecar_path(artifact))
     publish(staged_engine, artifact)
     return parity

@@ -95,17 +95,24 @@ class FusedClassifier(nn.Module):
     def device(self) -> torch.device:
         return next(self.visual.parameters()).device
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.permute(0, 3, 1, 2).float()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image features from float NCHW pixels in [0, 255] at model resolution."""
         if not self.normalisation_folded:
             pixels = pixels * self.pixel_scale + self.pixel_shift
         return self.visual(pixels.half() if self.half_encoder else pixels).float()
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.encode(images)
+    def classify(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """float NCHW pixels in [0, 255] → (logits, probs[, embeddings]): the graph after the input adapter, shared
+        by every input form (uint8 NHWC frames here; other front ends feed it their own way)."""
+        features = self.encode(pixels)
         logits = self.head(features)
         scaled = logits * self.inverse_temperature if self.inverse_temperature else logits
         probs = F.softmax(scaled, dim=-1)
         if self.with_embeddings:
             return logits, probs, self.head.embed(features)
         return logits, probs
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Cast before anything else: TensorRT accepts UINT8 only as a network input feeding a Cast, never as an
+        # intermediate tensor (onnx-tensorrt: "all UINT8 inputs must directly feed into a cast layer").
+        return self.classify(images.float().permute(0, 3, 1, 2))

@@ -9,22 +9,13 @@ ONNX metadata is string → string; structured values are stored as JSON.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clipedge.runtime.contract import INPUT_NAME, encode_metadata, output_names
 from clipedge.version import __version__
 
 if TYPE_CHECKING:  # importing clipedge.run_dir would import torch; this module stays torch-free for the runtime
     from clipedge.run_dir import Run
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("logits", "probs", "embeddings")
-
-
-def output_names(embeddings: bool) -> list[str]:
-    return list(OUTPUT_NAMES[: 3 if embeddings else 2])
-
 
 def calibration_of(run: Run) -> dict[str, Any]:
     """The manifest's ``calibration`` entry (written by ``clipedge calibrate``), or {}."""
@@ -59,17 +50,8 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
 
 
 def set_onnx_metadata(model: Any, metadata: dict[str, Any]) -> None:
-    """Replace ``model.metadata_props`` (an ``onnx.ModelProto``) with ``metadata``."""
+    """Replace ``model.metadata_props`` (an ``onnx.ModelProto``) with ``metadata`` (clipedge.runtime.contract reads it)."""
     del model.metadata_props[:]
-    for key, value in metadata.items():
+    for key, value in encode_metadata(metadata).items():
         entry = model.metadata_props.add()
-        entry.key = key
-        entry.value = value if isinstance(value, str) else json.dumps(value)
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """An exported model's metadata, without loading its weights."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {entry.key: entry.value for entry in model.metadata_props}
+        entry.key, entry.value = key, value

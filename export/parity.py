@@ -19,13 +19,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torchvision import transforms as T
-
 from clipedge.backbone import Backbone
 from clipedge.errors import ClipedgeError
 from clipedge.images import load_rgb
 from clipedge.run_dir import Run
 from clipedge.run_features import run_data
+from clipedge.runtime.backends import Backend
+from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from clipedge.runtime.contract import run_in_batches
+from torchvision import transforms as T
 
 from .fuse import FusedClassifier
 
@@ -151,32 +153,18 @@ def compare(exported: np.ndarray, reference: ParityReference, precision: str, te
     )
 
 
-def onnxruntime_probs(model_bytes: bytes, precision: str, device: str, fixed_batch: int | None) -> ProbsFunction:
-    """The exported ONNX in onnxruntime: the CUDA provider when checking on a GPU, else the CPU."""
+def backend_probs(backend: Backend, frames: np.ndarray) -> np.ndarray:
+    """``probs`` of a runtime backend over all frames, in the chunks its batch range accepts."""
+    low, high = backend.batch_range
+    return run_in_batches(backend.infer, frames, high or REFERENCE_BATCH, low)["probs"]
+
+
+def onnxruntime_probs(model_path: Path, device: str) -> ProbsFunction:
+    """The exported ONNX through the runtime's own onnxruntime backend (what users run): the CUDA provider when
+    checking on a GPU, without TF32 (fp32 parity needs true fp32), else the CPU."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
     use_cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
-    if precision == "fp16" and not use_cuda:
-        # onnxruntime's CPU layout optimisations (level ALL) segfault on fp16 transformer graphs (seen with 1.32);
-        # the basic and extended fusions run them correctly.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    providers = ["CPUExecutionProvider"]
-    if use_cuda:  # fp32 parity needs true fp32 on the GPU too
-        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
-    session = ort.InferenceSession(model_bytes, options, providers=providers)
-    return lambda frames: run_in_batches(lambda chunk: session.run(["probs"], {"images": chunk})[0], frames,
-                                         fixed_batch or REFERENCE_BATCH, min_batch=fixed_batch or 1)
-
-
-def run_in_batches(probs: ProbsFunction, frames: np.ndarray, batch: int, min_batch: int = 1) -> np.ndarray:
-    """``probs`` over all frames in chunks of ``batch``; a last chunk below ``min_batch`` is padded with repeats."""
-    outputs = []
-    for start in range(0, len(frames), batch):
-        chunk = frames[start : start + batch]
-        count = len(chunk)
-        if count < min_batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], min_batch - count, axis=0)])
-        outputs.append(probs(np.ascontiguousarray(chunk))[:count])
-    return np.concatenate(outputs)
+    providers: list = [("CUDAExecutionProvider", {"use_tf32": "0"})] if use_cuda else []
+    backend = OnnxRuntimeBackend(model_path, [*providers, "CPUExecutionProvider"], threads=torch.get_num_threads())
+    return lambda frames: backend_probs(backend, frames)

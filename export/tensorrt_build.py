@@ -28,10 +28,9 @@ from typing import Any
 
 from clipedge.atomic import write_atomically
 from clipedge.errors import ClipedgeError
+from clipedge.runtime.contract import INPUT_NAME, BatchProfile
 
-from .batch import BatchProfile
-from .metadata import INPUT_NAME
-from .parity import ParityReference, ParityResult, compare, run_in_batches
+from .parity import ParityReference, ParityResult, backend_probs, compare
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +125,5 @@ def engine_parity(engine_path: Path, reference: ParityReference, precision: str,
     from clipedge.runtime.backends.tensorrt_backend import TensorRTBackend
 
     with TensorRTBackend(engine_path) as backend:
-        low, high = backend.batch_range
-        probs = run_in_batches(lambda chunk: backend.infer(chunk)["probs"], reference.frames, high or low, low)
+        probs = backend_probs(backend, reference.frames)
     return compare(probs, reference, precision, temperature, min_agreement)

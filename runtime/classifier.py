@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from clipedge.errors import ClipedgeError
 
 from .backends import Backend, open_backend
-from .preprocess import RESIZE_MODES, prepare_batch
+from .contract import REJECTION_SCORES, RESIZE_MODES, confidence, run_in_batches
+from .preprocess import prepare_batch
 
 log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
-REJECTION_SCORES = ("max_prob", "energy")
 
 
 @dataclass(frozen=True)
@@ -51,15 +50,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": self.score, **asdict(self)}
-
-
-def confidence(outputs: dict[str, np.ndarray], kind: str, temperature: float) -> np.ndarray:
-    """The score calibration thresholded (clipedge.calibration.rejection): max probability, or T·logsumexp(logits/T)."""
-    if kind == "max_prob":
-        return outputs["probs"].max(axis=1)
-    scaled = outputs["logits"].astype(np.float64) / temperature
-    top = scaled.max(axis=1)
-    return temperature * (top + np.log(np.exp(scaled - top[:, None]).sum(axis=1)))
 
 
 class Classifier:
@@ -132,15 +122,8 @@ class Classifier:
             raise ClipedgeError(f"frames: expected uint8 [N, {', '.join(map(str, expected))}], got {got}")
         if not len(batch):
             raise ClipedgeError("frames: got an empty batch")
-        parts: list[dict[str, np.ndarray]] = []
-        with self._lock:
-            for start in range(0, len(batch), self.batch_size):
-                chunk = np.ascontiguousarray(batch[start : start + self.batch_size])
-                count = len(chunk)
-                if self.fixed_batch and count < self.fixed_batch:  # a fixed-batch model's last chunk is padded
-                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - count, axis=0)])
-                parts.append({k: v[:count] for k, v in self.backend.infer(chunk).items()})
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        with self._lock:  # chunks of batch_size (within the model's range); a short one padded up to its minimum
+            return run_in_batches(self.backend.infer, batch, self.batch_size, self.backend.batch_range[0])
 
     def predict(self, frames: Any, top_k: int | None = None) -> list[Prediction]:
         """Predictions for any accepted input, always as a list (one per image)."""
@@ -153,7 +136,7 @@ class Classifier:
         labels = self.labels if len(self.labels) == probs.shape[1] else [f"class_{i}" for i in range(probs.shape[1])]
         k = min(top_k or self.top_k, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        rejected = (confidence(outputs, self.rejection_score, self.temperature) < self.rejection_threshold
+        rejected = (confidence(outputs["logits"], self.rejection_score, self.temperature) < self.rejection_threshold
                     if self.rejection_threshold is not None else np.zeros(len(probs), dtype=bool))
         return [Prediction(tuple(labels[i] for i in row), tuple(int(i) for i in row),
                            tuple(float(probs[n, i]) for i in row), bool(rejected[n])) for n, row in enumerate(order)]

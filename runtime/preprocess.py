@@ -22,13 +22,14 @@ from PIL import Image
 from clipedge.errors import ClipedgeError
 from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
 
+from .contract import RESIZE_MODES
+
 INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
-RESIZE_MODES = ("shortest", "squash", "longest")
 
 
 def _resample(interpolation: str) -> Image.Resampling:

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import clipedge
-from clipedge.export import read_onnx_metadata
+from clipedge.runtime.onnx_metadata import read_onnx_metadata
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR, load_backbone, register_model_configs
 from clipedge.synthetic import SHAPES, generate_pairs, write_task
 

@@ -25,8 +25,10 @@ import clipedge
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.cli import main
 from clipedge.errors import ClipedgeError
-from clipedge.export import export_model, read_onnx_metadata
-from clipedge.export.batch import BatchProfile, parse_batch, resolve_batch
+from clipedge.export import export_model
+from clipedge.runtime.onnx_metadata import read_onnx_metadata
+from clipedge.export.batch import resolve_batch
+from clipedge.runtime.contract import BatchProfile, parse_batch
 from clipedge.export.fuse import FusedClassifier
 from clipedge.export.onnx_export import OnnxGraph
 from clipedge.export.parity import parity_images, reference_outputs
@@ -217,9 +219,13 @@ def test_export_bad_input(runs, tmp_path, monkeypatch):
     (tmp_path / "headless").mkdir()
     shutil.copy(run / "clipedge.json", tmp_path / "headless")
     export_fails([tmp_path / "headless"], "missing head.safetensors")
-    export_fails([run, "--batch", "0"], "--batch 0")
-    export_fails([run, "--batch", "8,4,2"], "MIN <= OPT <= MAX")
-    export_fails([run, "--batch", "x"], "whole numbers")
+    export_fails([run, "--batch", "0", "--fixed-batch"], "--batch 0")
+    export_fails([run, "--batch", "8,4,2", "--format", "engine"], "MIN <= OPT <= MAX")
+    export_fails([run, "--batch", "x", "--fixed-batch"], "whole numbers")
+    export_fails([run, "--batch", "4"], "--batch needs --fixed-batch or --format engine")
+    export_fails([run, "--timing-cache", tmp_path / "t.cache"], "only with --format engine")
+    export_fails([run, "--calib", tmp_path], "--calib configures INT8 calibration")
+    export_fails([run, "--fp16", "--int8"], "choose one")
     export_fails([run, "--batch", "1,4,8", "--fixed-batch"], "--fixed-batch")
     export_fails([run, "--opset", "13"], "--opset 13")
     export_fails([run, "--device", "tpu"], "--device tpu")

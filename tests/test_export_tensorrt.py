@@ -13,8 +13,8 @@ import types
 import pytest
 
 from clipedge.errors import ClipedgeError
-from clipedge.export import tensorrt_build, tensorrt_provider_options, tensorrt_providers
-from clipedge.export.batch import BatchProfile
+from clipedge.export import tensorrt_build
+from clipedge.runtime.contract import BatchProfile, tensorrt_provider_options, tensorrt_providers
 from clipedge.export.tensorrt_build import EngineSettings, build_engine
 
 

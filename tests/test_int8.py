@@ -18,7 +18,8 @@ from clipedge.calibration.int8_options import METHODS, Int8Options
 from clipedge.calibration.qdq import activation_products, head_nodes, quantize_qdq
 from clipedge.cli import main
 from clipedge.errors import ClipedgeError
-from clipedge.export import export_model, read_onnx_metadata
+from clipedge.export import export_model
+from clipedge.runtime.onnx_metadata import read_onnx_metadata
 from clipedge.export import exporter as exporter_module
 from clipedge.export.exporter import default_artifact, engine_onnx_path
 from clipedge.export.parity import ParityReference, compare

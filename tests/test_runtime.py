@@ -26,7 +26,8 @@ from PIL import Image
 from clipedge.cli import main
 from clipedge.errors import ClipedgeError
 from clipedge.runtime import Classifier, Prediction
-from clipedge.runtime.backends.tensorrt_backend import check_compatible, read_sidecar
+from clipedge.runtime.backends.tensorrt_backend import check_compatible
+from clipedge.runtime.contract import read_sidecar
 from clipedge.runtime.bench import measure, measure_alternating, parse_batches
 from clipedge.runtime.onnx_metadata import read_onnx_metadata
 from clipedge.runtime.preprocess import prepare_batch, prepare_frame

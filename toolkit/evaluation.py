@@ -20,13 +20,13 @@ import torch
 
 from .backbone import load_backbone_from_spec
 from .data import LabelledImages, load_labelled_images
+from .devices import resolve_device
 from .errors import ClipedgeError
-from .figures import pyplot, save_png
-from .feature_cache import FeatureCache
+from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet
+from .figures import pyplot, save_png
 from .run_dir import CACHE_DIR, Run, load_run
 from .run_features import RunFeatures
-from .training import cached_features, resolve_device
 
 CONFUSION_PNG = "confusion_matrix.png"
 

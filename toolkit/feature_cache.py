@@ -13,13 +13,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .backbone import BackboneSpec
+from .backbone import Backbone, BackboneSpec
 from .data import Sample
-from .features import AUGMENT_SCALE, FeatureSet
+from .features import AUGMENT_SCALE, FeatureSet, extract_features
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,18 @@ class FeatureCache:
         )
         os.replace(partial, path)
         return path
+
+
+def cached_features(
+    spec: BackboneSpec, backbone: Callable[[], Backbone], cache: FeatureCache, split: str,
+    samples: list[Sample], views: int, seed: int, progress: bool,
+) -> FeatureSet:
+    """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss."""
+    key = cache_key(spec, samples, views, seed)
+    found = cache.load(split, key)
+    if found is not None:
+        log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
+        return found
+    features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features", progress=progress)
+    cache.save(split, key, features)
+    return features

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST = "clipedge.json"
 HEAD_FILE = "head.safetensors"
 CACHE_DIR = "cache"
+SPLIT_FILE = "split.json"  # the exact train/val/test images, CoOp format
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from .backbone import Backbone, load_backbone_from_spec
 from .data import LabelledImages, read_split_file
-from .feature_cache import FeatureCache
+from .devices import resolve_device
+from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet
-from .run_dir import CACHE_DIR, Run
-from .training import SPLIT_FILE, cached_features, resolve_device
+from .run_dir import CACHE_DIR, SPLIT_FILE, Run
 
 
 def run_data(run: Run) -> LabelledImages:

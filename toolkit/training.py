@@ -13,27 +13,32 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 
-from .backbone import Backbone, BackboneSpec, load_backbone
+from .backbone import Backbone, load_backbone
 from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
+from .devices import resolve_device
 from .errors import ClipedgeError
-from .feature_cache import FeatureCache, cache_key
-from .features import FeatureSet, extract_features
+from .feature_cache import FeatureCache, cached_features
+from .features import FeatureSet
 from .heads import FewShotProblem, Head, TrainOptions, head_class
 from .heads.base import accuracy
 from .heads.zero_shot import ZeroShotHead
 from .prompts import build_text_classifier, resolve_templates
-from .run_dir import CACHE_DIR, FORMAT_VERSION, check_output_dir, staged_run_dir, write_run_files
+from .run_dir import (
+    CACHE_DIR,
+    FORMAT_VERSION,
+    SPLIT_FILE,
+    check_output_dir,
+    staged_run_dir,
+    write_run_files,
+)
 from .version import __version__
 
 log = logging.getLogger(__name__)
-
-SPLIT_FILE = "split.json"
-
 
 @dataclass
 class TrainConfig:
@@ -78,16 +83,6 @@ class _Features:
     test: FeatureSet
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ClipedgeError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ClipedgeError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
     head_cls = head_class(config.method)
     if config.shots < 1:
@@ -104,21 +99,6 @@ def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
         raise ClipedgeError(f"--alpha {config.alpha}: CLIP-Adapter's blend ratio must lie in [0, 1]")
     check_output_dir(config.out, config.overwrite)
     return head_cls, resolve_templates(config.templates)
-
-
-def cached_features(
-    spec: BackboneSpec, backbone: Callable[[], Backbone], cache: FeatureCache, split: str,
-    samples: list[Sample], views: int, seed: int, progress: bool,
-) -> FeatureSet:
-    """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss."""
-    key = cache_key(spec, samples, views, seed)
-    found = cache.load(split, key)
-    if found is not None:
-        log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
-        return found
-    features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features", progress=progress)
-    cache.save(split, key, features)
-    return features
 
 
 def _split_json(data: LabelledImages, few_shot: list[Sample]) -> dict[str, list]:

@@ -12,27 +12,26 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
 from clipedge.errors import ClipedgeError
 
+from ..contract import (
+    TENSORRT_PROVIDER,
+    BatchProfile,
+    cpu_graph_optimization,
+    tensorrt_provider_options,
+)
 from ..onnx_metadata import read_onnx_metadata
 from .base import Backend
 
 log = logging.getLogger(__name__)
 
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERRED_PROVIDERS = (TENSORRT_PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider")
 ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
 def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> dict[str, str]:
-    """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model.
-
-    Strongly typed (clipedge.export.ort_tensorrt): the fp16 model keeps its fp32 head and softmax, and an
-    INT8 model its Q/DQ placement, exactly as the export gate checked them; one profile up to ``max_batch``.
-    """
-    from clipedge.export.batch import BatchProfile
-    from clipedge.export.ort_tensorrt import tensorrt_provider_options
-
+    """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model, strongly typed,
+    one profile over the model's own batch range (contract.tensorrt_provider_options)."""
     cache = path.parent / "trt-cache"
     if "image_size" not in metadata:  # not a clipedge export: no input contract to build a profile from
         return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
@@ -41,10 +40,18 @@ def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> di
     return tensorrt_provider_options(cache, int(metadata["image_size"]), profile)
 
 
-def choose_providers(available: list[str], requested: list[str] | None) -> list[str]:
-    """The caller's providers (each must be installed), else the preferred ones that are installed."""
+Provider = str | tuple[str, dict[str, str]]
+
+
+def _provider_name(provider: Provider) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def choose_providers(available: list[str], requested: list[Provider] | None) -> list[Provider]:
+    """The caller's providers (names, or (name, options) pairs; each must be installed), else the preferred
+    ones that are installed."""
     if requested:
-        missing = [p for p in requested if p not in available]
+        missing = [_provider_name(p) for p in requested if _provider_name(p) not in available]
         if missing:
             raise ClipedgeError(f"provider {missing[0]}: not available here (available: {', '.join(available)})")
         return list(requested)
@@ -58,7 +65,8 @@ def _dim(value: object) -> int | None:
 class OnnxRuntimeBackend(Backend):
     """An ``onnxruntime.InferenceSession`` over a clipedge ONNX model."""
 
-    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None, max_batch: int = 32):
+    def __init__(self, path: Path, providers: list[Provider] | None = None, threads: int | None = None,
+                 max_batch: int = 32):
         import onnxruntime as ort
 
         metadata = read_onnx_metadata(path)
@@ -68,12 +76,11 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        if metadata.get("precision") == "fp16" and chosen[0] == "CPUExecutionProvider":
-            # onnxruntime's CPU layout optimisations (level ALL) segfault on fp16 transformer graphs; the basic and
-            # extended fusions run them correctly, and are what the export's parity gate ran.
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        provider_list = [(p, tensorrt_options(path, metadata, max_batch)) if p == "TensorrtExecutionProvider"
-                         else p for p in chosen]
+        if _provider_name(chosen[0]) == "CPUExecutionProvider":
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                                       cpu_graph_optimization(metadata.get("precision")))
+        provider_list = [(p, tensorrt_options(path, metadata, max_batch)) if p == TENSORRT_PROVIDER else p
+                         for p in chosen]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
         except Exception as error:  # noqa: BLE001 - onnxruntime's pybind exceptions share no public base class

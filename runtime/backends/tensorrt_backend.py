@@ -19,38 +19,18 @@ batch size recaptures.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from clipedge.errors import ClipedgeError
 
+from ..contract import INPUT_NAME, encode_metadata, read_sidecar
 from .base import Backend
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'clipedge[tensorrt]' (tensorrt, cuda-python) on a machine with an NVIDIA GPU"
-INPUT_NAME = "images"
-
-
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
-
-
-def read_sidecar(engine: Path) -> dict[str, Any]:
-    """The build facts ``clipedge export`` stored beside the engine."""
-    sidecar = sidecar_path(engine)
-    try:
-        facts = json.loads(sidecar.read_text())
-    except FileNotFoundError:
-        raise ClipedgeError(f"model {engine}: missing {sidecar.name}, the sidecar `clipedge export --format engine` writes") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClipedgeError(f"model {sidecar}: not a valid JSON sidecar ({error})") from None
-    if not isinstance(facts, dict):
-        raise ClipedgeError(f"model {sidecar}: expected a JSON object")
-    return facts
 
 
 def check_compatible(engine: Path, sidecar: dict[str, Any], gpu_name: str, compute_capability: str,
@@ -110,7 +90,7 @@ class TensorRTBackend(Backend):
         self.trt, self.cudart = trt, cudart
         sidecar = read_sidecar(path)
         check_compatible(path, sidecar, *current_gpu(cudart), trt.__version__)
-        self.metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in sidecar.items()}
+        self.metadata = encode_metadata(sidecar)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ClipedgeError(f"model {path}: TensorRT could not deserialise the engine (see its log above)")
