@@ -40,7 +40,8 @@ setup(
     python_requires=">=3.10",
     packages=sorted(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"clipedge": ["model_configs/*.json", "weights/*.safetensors", "weights/*.md"]},
+    package_data={"clipedge": ["model_configs/*.json", "weights/*.safetensors", "weights/*.md"],
+                  "clipedge.runtime.schemas": ["*.schema.json"]},
     install_requires=[
         "torch",
         "open_clip_torch>=2.24",
@@ -51,7 +52,7 @@ setup(
         *RUNTIME_REQUIRES,
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy"],
+        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "jsonschema"],
         "gpu": ["onnxruntime-gpu"],
         "tensorrt": ["tensorrt", "cuda-python"],
     },

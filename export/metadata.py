@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from clipedge.runtime.contract import INPUT_NAME, encode_metadata, output_names
+from clipedge.runtime.schemas import SCHEMA_VERSIONS
 from clipedge.version import __version__
 
 if TYPE_CHECKING:  # importing clipedge.run_dir would import torch; this module stays torch-free for the runtime
@@ -25,6 +26,7 @@ def calibration_of(run: Run) -> dict[str, Any]:
 def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int | None, opset: int) -> dict[str, Any]:
     spec = run.backbone_spec
     metadata: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSIONS["onnx_metadata"],
         "class_names": run.class_names,
         "image_size": str(spec.image_size),
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB",

@@ -42,6 +42,7 @@ import numpy as np
 from clipedge.errors import ClipedgeError
 
 from .preprocess import prepare_files
+from .schemas import SCHEMA_VERSIONS
 
 
 @dataclass
@@ -151,7 +152,8 @@ def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmu
                                 "exports of the same run")
         reference = torch_reference(torch_run, threads) if torch_run else None
         report: dict[str, Any] = {
-            "model": str(model), "backend": classifier.backend_name, "precision": classifier.metadata.get("precision"),
+            "schema_version": SCHEMA_VERSIONS["bench"], "model": str(model), "backend": classifier.backend_name,
+            "precision": classifier.metadata.get("precision"),
             "threads": threads, "image_size": classifier.image_size, "iterations": iterations, "warmup": warmup,
             "rounds": rounds, "torch_run": str(torch_run) if torch_run else None,
             "baseline": {"model": str(baseline), "backend": other.backend_name,

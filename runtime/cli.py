@@ -25,6 +25,7 @@ from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
 from .classifier import Classifier, Prediction
 from .image_files import collect_images
 from .preprocess import prepare_frame
+from .schemas import SCHEMA_VERSIONS
 
 
 def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
@@ -50,7 +51,8 @@ def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
 
 def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
     return json.dumps({
-        "model": str(model), "backend": classifier.backend_name, "skipped": len(skipped),
+        "schema_version": SCHEMA_VERSIONS["predict"], "model": str(model), "backend": classifier.backend_name,
+        "skipped": len(skipped),
         "skipped_files": [str(p) for p in skipped],
         "predictions": [{"path": str(path), **prediction.to_dict()} for path, prediction in results],
     }, indent=2)

@@ -90,6 +90,17 @@ def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
 
 
+def decode_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    """The inverse of :func:`encode_metadata`: JSON values decoded, plain strings kept (what the schema describes)."""
+    decoded: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = json.loads(value)
+        except ValueError:
+            decoded[key] = value
+    return decoded
+
+
 def model_metadata_of(path: Path) -> dict[str, str]:
     """The string metadata of an ONNX model (``metadata_props``) or an engine (its sidecar)."""
     if path.suffix.lower() == ".onnx":

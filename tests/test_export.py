@@ -28,7 +28,7 @@ from clipedge.errors import ClipedgeError
 from clipedge.export import export_model
 from clipedge.runtime.onnx_metadata import read_onnx_metadata
 from clipedge.export.batch import resolve_batch
-from clipedge.runtime.contract import BatchProfile, parse_batch
+from clipedge.runtime.contract import BatchProfile, decode_metadata, encode_metadata, parse_batch
 from clipedge.export.fuse import FusedClassifier
 from clipedge.export.onnx_export import OnnxGraph
 from clipedge.export.parity import parity_images, reference_outputs
@@ -290,4 +290,7 @@ def test_tensorrt_engine_build(runs, tmp_path):
     sidecar = json.loads((run / "export" / "model.engine.json").read_text())
     assert result.artifact.stat().st_size > 0 and sidecar["build_flags"]["profile"] == "1,4,8"
     assert sidecar["gpu_name"] and sidecar["tensorrt_version"] and sidecar["parity"]["passed"]
+    from test_schemas import validate
+
+    validate(decode_metadata(encode_metadata(sidecar)), "sidecar")
     assert (tmp_path / "timing.cache").stat().st_size > 0

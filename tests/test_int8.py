@@ -39,8 +39,10 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     data = write_image_folder(root / "data", per_class=16)
     run = root / "run"
+    # 40 epochs: with 5, the random-weight backbone's classes are separated by logit margins finer than INT8
+    # resolves, and whether the gate passes depends on the platform's rounding (it failed on onnxruntime 1.32 here).
     clipedge.train(data, run, method="clip-adapter", backbone="test-tiny-vit", pretrained="none", shots=4, views=2,
-                   epochs=5, progress=False)
+                   epochs=40, progress=False)
     return run
 
 
@@ -50,7 +52,7 @@ def fp32_model(tiny_run, tmp_path_factory):
 
 
 def cpu_probs(path: Path, frames: np.ndarray) -> np.ndarray:
-    return exporter_module._cpu_probs(path, frames, fixed_batch=None)
+    return exporter_module._cpu_probs(path, frames)
 
 
 def dequantized_outputs(model: onnx.ModelProto) -> set[str]:
@@ -155,8 +157,8 @@ def test_int8_export_of_a_fixed_batch_model(tiny_run, tmp_path):
 def test_int8_gate_failure_writes_nothing(tiny_run, tmp_path, monkeypatch):
     real = exporter_module._cpu_probs
 
-    def int8_answers_wrong(model_path, frames, fixed_batch):
-        probs = real(model_path, frames, fixed_batch)
+    def int8_answers_wrong(model_path, frames):
+        probs = real(model_path, frames)
         return probs[:, ::-1] if model_path.name.endswith("int8.onnx") else probs
 
     monkeypatch.setattr(exporter_module, "_cpu_probs", int8_answers_wrong)

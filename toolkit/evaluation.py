@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from clipedge.runtime.schemas import SCHEMA_VERSIONS
+
 from .backbone import load_backbone_from_spec
 from .data import LabelledImages, load_labelled_images
 from .devices import resolve_device
@@ -47,7 +49,7 @@ class EvalReport:
     predictions: list[dict[str, Any]]
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps({"schema_version": SCHEMA_VERSIONS["eval"], **asdict(self)}, indent=2)
 
 
 def _features_for(run: Run, data: Path | None, split_file: Path | None, device: str, progress: bool) -> tuple[LabelledImages, FeatureSet]:
