@@ -51,7 +51,7 @@ setup(
         *RUNTIME_REQUIRES,
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy"],
+        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "onnx-graphsurgeon"],
         "gpu": ["onnxruntime-gpu"],
         "tensorrt": ["tensorrt", "cuda-python"],
     },
