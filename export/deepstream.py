@@ -36,7 +36,15 @@ from .fuse import FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .nvinfer_config import MAX_BATCH_SIZE, ConfigEntry, classifier_labels, render_config
 from .onnx_export import OPSET, check_opset, trace_to_onnx
-from .parity import PARITY_IMAGES, ProbsFunction, compare, onnxruntime_probs, parity_images, reference_outputs
+from .parity import (
+    PARITY_IMAGES,
+    ParityResult,
+    ProbsFunction,
+    compare,
+    onnxruntime_probs,
+    parity_images,
+    reference_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +198,10 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
     precision = "fp16" if fp16 else "fp32"
     geometry = geometry_for(spec.resize_mode, spec.image_size)
     threshold = threshold_for(run)
+    header = [f"Gst-nvinfer config written by clipedge for {run.path.name} ({len(run.class_names)} classes, "
+              f"{precision}); keys checked against nvinfer's documented property table"]
+    configs = {mode: render_config(config_entries(mode, batches[mode], precision, spec.image_size, geometry, threshold),
+                                   header) for mode in modes}  # rendered (and so checked) before the slow work
     for warning in (geometry.caveat, threshold.warning):
         if warning:
             log.warning("deepstream: %s", warning)
@@ -226,14 +238,11 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict(), "deepstream": facts})
         onnx.save(graph.model, str(model_path))
         (staging / LABELS_FILE).write_text(labels, encoding="utf-8")
-        header = [f"Gst-nvinfer config written by clipedge for {run.path.name} ({len(run.class_names)} classes, "
-                  f"{precision}); keys checked against nvinfer's documented property table"]
-        for mode in modes:
-            entries = config_entries(mode, batches[mode], precision, spec.image_size, geometry, threshold)
-            (staging / config_file(mode)).write_text(render_config(entries, header), encoding="utf-8")
-        (staging / README_FILE).write_text(deepstream_readme(run, precision, modes, batches, parity.to_dict(), geometry,
-                                                             threshold, facts.get("letterbox_agreement")),
-                                           encoding="utf-8")
+        for mode, text in configs.items():
+            (staging / config_file(mode)).write_text(text, encoding="utf-8")
+        readme = deepstream_readme(run, precision, modes, batches, parity, geometry, threshold,
+                                   facts.get("letterbox_agreement"))
+        (staging / README_FILE).write_text(readme, encoding="utf-8")
     related = {"labels": folder / LABELS_FILE, **{config_file(m)[:-4]: folder / config_file(m) for m in modes},
                "readme": folder / README_FILE}
     artifact = folder / MODEL_FILE
@@ -250,7 +259,7 @@ def letterbox_agreement(probs: ProbsFunction, paths: list[Path], fused: np.ndarr
     return {"images": len(paths), "top1_agreement": agreement}
 
 
-def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches: dict[str, int], parity: dict,
+def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches: dict[str, int], parity: ParityResult,
                       geometry: Geometry, threshold: Threshold, letterbox: dict | None) -> str:
     """The folder's README: what each file is, how to load it, what was run here and what was only checked."""
     size = run.backbone_spec.image_size
@@ -262,10 +271,10 @@ def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches:
         "",
         "| file | what |",
         "|---|---|",
-        f"| `{MODEL_FILE}` | {precision} ONNX: input `{NVINFER_INPUT_NAME}` float32 [N, 3, {size}, {size}] RGB in 0-255 "
-        "(normalisation inside the graph), output `probs` [N, C] |",
-        f"| `{LABELS_FILE}` | the {len(run.class_names)} class names on one line, separated by `;` (nvinfer's classifier "
-        "label format), in output order |",
+        f"| `{MODEL_FILE}` | {precision} ONNX: input `{NVINFER_INPUT_NAME}` float32 [N, 3, {size}, {size}] RGB in "
+        "0-255 (normalisation inside the graph), output `probs` [N, C] |",
+        f"| `{LABELS_FILE}` | the {len(run.class_names)} class names on one line, separated by `;` (nvinfer's "
+        "classifier label format), in output order |",
         configs,
         "",
         "## Use",
@@ -279,9 +288,9 @@ def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches:
         "",
         "## What was checked",
         "",
-        f"- Run here: the ONNX export, and its parity with the PyTorch pipeline on {parity['images']} of the run's "
-        f"images through onnxruntime (top-1 agreement {100 * min(parity['agreement_fused'], parity['agreement_pipeline']):.2f} %, "
-        f"max |Δprob| {max(parity['max_dprob_fused'], parity['max_dprob_pipeline']):.2e}).",
+        f"- Run here: the ONNX export, and its parity with the PyTorch pipeline on {parity.images} of the run's "
+        f"images through onnxruntime (top-1 agreement {100 * parity.agreement:.2f} %, "
+        f"max |Δprob| {parity.dprob:.2e}).",
         "- Checked statically only (DeepStream and TensorRT cannot run where this was exported): every config key, "
         "its type and allowed values, against Gst-nvinfer's documented property table; nvinfer itself, its "
         "scaling and the TensorRT engine build were not run.",

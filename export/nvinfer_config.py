@@ -5,17 +5,20 @@ DeepStream cannot run here, so what we write is checked statically: every key mu
 validated and escaped for GLib's key-file format (which nvinfer reads with ``g_key_file_*``) before a
 byte is written. Nothing is a text template: a value that cannot be expressed is refused in one line.
 
-Sources (NVIDIA's own, read for this table; nothing here is inferred from our own assumptions):
+Sources (NVIDIA's own, read for this table; nothing here is inferred from our own assumptions). Each key
+names the ones it was taken from (``NvinferKey.sources``):
 
-- Gst-nvinfer documentation, "Gst-nvinfer File Configuration Specifications" (the [property] table),
-  https://docs.nvidia.com/metropolis/deepstream/dev-guide/text/DS_plugin_gst-nvinfer.html, as restated
-  in NVIDIA's nvinfer configuration reference in github.com/NVIDIA/DeepStream
-  (skills/deepstream-dev/references/nvinfer_config.md, commit 581889d): key names, types, allowed values.
-- The parser that enforces them, github.com/NVIDIA/DeepStream
-  src/gst-plugins/gst-nvinfer/gstnvinfer_property_parser.{h,cpp} (same commit): the ranges below
-  (batch-size in [1, NVDSINFER_MAX_BATCH_SIZE = 1024], gie-unique-id > 0, classifier-threshold ≥ 0,
-  infer-dims exactly 3 integers C;H;W, at most 4 offsets) and that booleans are read with
-  ``g_key_file_get_boolean`` and lists are ';'-separated.
+- "manual": the Gst-nvinfer documentation's "[property] group, supported keys" table (Property, Meaning,
+  Type and Range), in NVIDIA's DeepStream 4.0 Plugin Manual (SWE-SWDOCDPSTR-002-PGRF, 2019), §2.1.3 Table 2;
+  the current page is https://docs.nvidia.com/metropolis/deepstream/dev-guide/text/DS_plugin_gst-nvinfer.html.
+- "reference": NVIDIA's nvinfer configuration reference in github.com/NVIDIA/DeepStream
+  (skills/deepstream-dev/references/nvinfer_config.md, commit 581889d), for keys added after that manual
+  (infer-dims, network-input-order, symmetric-padding, gpu-id) and values added since (GRAY, instance
+  segmentation).
+- "parser": the code that reads the file, github.com/NVIDIA/DeepStream
+  src/gst-plugins/gst-nvinfer/gstnvinfer_property_parser.{h,cpp} (same commit): key names, that booleans are
+  read with ``g_key_file_get_boolean`` and lists are ';'-separated, and its checks (batch-size in
+  [1, NVDSINFER_MAX_BATCH_SIZE = 1024], infer-dims exactly 3 integers C;H;W, at most 4 offsets).
 - The classifier label file: src/utils/nvdsinfer/nvdsinfer_context_impl.cpp,
   ``InferPostprocessor::parseLabelsFile``: one line per output layer, labels split on ';' with no escape.
 
@@ -44,38 +47,50 @@ class NvinferKey:
     #: int, float, bool, path, string-list, int-list or float-list
     kind: str
     meaning: str
+    #: where this row comes from: "manual", "reference", "parser" (see the module docstring)
+    sources: tuple[str, ...]
     allowed: tuple[int, ...] | None = None
     minimum: float | None = None
+    #: numbers that must be strictly greater than this (the manual's "Float, >0.0")
+    above: float | None = None
     maximum: float | None = None
     #: list keys: the exact number of items (infer-dims) or the most allowed (offsets)
     length: int | None = None
     max_length: int | None = None
 
 
+MANUAL, REFERENCE, PARSER = "manual", "reference", "parser"
+MRP, MP, RP = (MANUAL, REFERENCE, PARSER), (MANUAL, PARSER), (REFERENCE, PARSER)
 NVINFER_KEYS: dict[str, NvinferKey] = {k.name: k for k in (
-    NvinferKey("gpu-id", PROPERTY, "int", "GPU device ID used for pre-processing and inference", minimum=0),
-    NvinferKey("onnx-file", PROPERTY, "path", "ONNX model file (relative paths are relative to the config file)"),
-    NvinferKey("model-engine-file", PROPERTY, "path",
-               "serialised TensorRT engine; built from onnx-file and saved under this name when absent"),
-    NvinferKey("labelfile-path", PROPERTY, "path", "label file; for classifiers one line of ';'-separated labels"),
-    NvinferKey("batch-size", PROPERTY, "int", "frames or objects inferred together", minimum=1, maximum=MAX_BATCH_SIZE),
-    NvinferKey("network-mode", PROPERTY, "int", "precision: 0=FP32, 1=INT8, 2=FP16", allowed=(0, 1, 2)),
-    NvinferKey("network-type", PROPERTY, "int",
-               "0=Detector, 1=Classifier, 2=Segmentation, 3=Instance Segmentation", allowed=(0, 1, 2, 3)),
-    NvinferKey("process-mode", PROPERTY, "int", "1=Primary (full frames), 2=Secondary (objects from upstream)",
+    NvinferKey("gpu-id", PROPERTY, "int", "GPU device ID used for pre-processing and inference", RP, minimum=0),
+    NvinferKey("onnx-file", PROPERTY, "path", "pathname of the ONNX model file (relative to the config file)", MP),
+    NvinferKey("model-engine-file", PROPERTY, "path", "pathname of the serialized model engine file", MRP),
+    NvinferKey("labelfile-path", PROPERTY, "path", "pathname of a text file containing the labels for the model", MP),
+    NvinferKey("batch-size", PROPERTY, "int", "number of frames or objects to be inferred together in a batch", MP,
+               minimum=1, maximum=MAX_BATCH_SIZE),
+    NvinferKey("network-mode", PROPERTY, "int", "data format used by inference: 0=FP32, 1=INT8, 2=FP16", MRP,
+               allowed=(0, 1, 2)),
+    NvinferKey("network-type", PROPERTY, "int", "0=Detector, 1=Classifier, 2=Segmentation, 3=Instance Segmentation",
+               MRP, allowed=(0, 1, 2, 3)),
+    NvinferKey("process-mode", PROPERTY, "int", "1=Primary (full frames), 2=Secondary (objects from upstream)", MP,
                allowed=(1, 2)),
-    NvinferKey("gie-unique-id", PROPERTY, "int", "unique ID of this inference engine in the pipeline", minimum=1),
-    NvinferKey("operate-on-gie-id", PROPERTY, "int", "secondary mode: infer on objects from the GIE with this ID"),
-    NvinferKey("model-color-format", PROPERTY, "int", "0=RGB, 1=BGR, 2=GRAY", allowed=(0, 1, 2)),
-    NvinferKey("network-input-order", PROPERTY, "int", "0=NCHW, 1=NHWC", allowed=(0, 1)),
-    NvinferKey("infer-dims", PROPERTY, "int-list", "input dimensions C;H;W", minimum=1, length=3),
-    NvinferKey("net-scale-factor", PROPERTY, "float", "y = net-scale-factor · (x − offsets[c])"),
-    NvinferKey("offsets", PROPERTY, "float-list", "per-channel means subtracted before scaling", max_length=4),
-    NvinferKey("maintain-aspect-ratio", PROPERTY, "bool", "keep the aspect ratio when scaling to network size"),
-    NvinferKey("symmetric-padding", PROPERTY, "bool", "with maintain-aspect-ratio: pad on both sides, not only right/bottom"),
-    NvinferKey("output-blob-names", PROPERTY, "string-list", "output layer names"),
-    NvinferKey("classifier-threshold", PROPERTY, "float",
-               "a label is attached only when its probability exceeds this", minimum=0.0),
+    NvinferKey("gie-unique-id", PROPERTY, "int", "unique ID of this GIE, by which others find its metadata", MP,
+               minimum=1),
+    NvinferKey("operate-on-gie-id", PROPERTY, "int", "unique ID of the GIE on whose objects this GIE operates", MP,
+               minimum=1),
+    NvinferKey("model-color-format", PROPERTY, "int", "0=RGB, 1=BGR, 2=GRAY", MRP, allowed=(0, 1, 2)),
+    NvinferKey("network-input-order", PROPERTY, "int", "0=NCHW, 1=NHWC", RP, allowed=(0, 1)),
+    NvinferKey("infer-dims", PROPERTY, "int-list", "input dimensions C;H;W", RP, minimum=1, length=3),
+    NvinferKey("net-scale-factor", PROPERTY, "float", "pixel normalization factor: y = factor·(x − offsets[c])", MP,
+               above=0.0),
+    NvinferKey("offsets", PROPERTY, "float-list", "per-channel means subtracted from each pixel before scaling", MP,
+               minimum=0.0, max_length=4),
+    NvinferKey("maintain-aspect-ratio", PROPERTY, "bool", "whether to maintain aspect ratio while scaling input", MP),
+    NvinferKey("symmetric-padding", PROPERTY, "bool", "with maintain-aspect-ratio: pad on both sides, not only "
+               "right/bottom", RP),
+    NvinferKey("output-blob-names", PROPERTY, "string-list", "array of output layer names", MP),
+    NvinferKey("classifier-threshold", PROPERTY, "float", "minimum label probability: the most probable label is "
+               "output only if its probability is greater than this", MP, minimum=0.0),
 )}
 
 
@@ -92,6 +107,8 @@ def _check_number(spec: NvinferKey, value: Any, integer: bool) -> float:
         raise _refuse(spec.name, value, f"one of {', '.join(map(str, spec.allowed))} ({spec.meaning})")
     if spec.minimum is not None and value < spec.minimum:
         raise _refuse(spec.name, value, f"at least {spec.minimum:g}")
+    if spec.above is not None and value <= spec.above:
+        raise _refuse(spec.name, value, f"greater than {spec.above:g}")
     if spec.maximum is not None and value > spec.maximum:
         raise _refuse(spec.name, value, f"at most {spec.maximum:g}")
     return value

@@ -289,3 +289,9 @@ def test_the_writer_escapes_backslashes_and_leading_spaces():
     with pytest.raises(ClipedgeError, match="given twice"):
         render_config([ConfigEntry("gpu-id", 0), ConfigEntry("gpu-id", 1)])
     assert classifier_labels(["a b", "c"], "RUN x") == "a b;c\n"
+
+
+def test_every_table_row_names_its_nvidia_sources():
+    assert all(key.sources and set(key.sources) <= {"manual", "reference", "parser"} for key in NVINFER_KEYS.values())
+    with pytest.raises(ClipedgeError, match="greater than 0"):
+        format_value("net-scale-factor", 0.0)
