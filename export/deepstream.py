@@ -119,13 +119,26 @@ def threshold_for(run: Run) -> Threshold:
                               "its top class")
     score = calibration.get("rejection_score", "max_prob")
     if score == "max_prob":
-        return Threshold(float(calibration["threshold"]), "the run's calibrated rejection threshold on the max "
-                         "probability: below it clipedge rejects and nvinfer attaches no label")
+        return Threshold(strictly_below(float(calibration["threshold"])), f"the run's calibrated rejection threshold "
+                         f"{calibration['threshold']:g} on the max probability, as the float32 just below it (nvinfer "
+                         "keeps a label above the threshold, clipedge at or above)")
     warning = (f"RUN {run.path}: its rejection threshold {calibration['threshold']:g} is on the energy score "
                "T·logsumexp(logits/T), which nvinfer's classifier-threshold (a probability) cannot express; the "
                "configs set classifier-threshold=0, so nvinfer labels every object with its top class")
     return Threshold(0.0, "the run rejects on energy, which nvinfer cannot compare: not applied, every object gets "
                           "its top class", warning)
+
+
+def strictly_below(threshold: float) -> float:
+    """The value t' with (p > t') == (p >= threshold) for every float32 probability p: nvinfer compares its float32
+    softmax output strictly (``probability > m_ClassifierThreshold``, a float), clipedge accepts a score at the
+    threshold. 0 where that would be negative: nvinfer refuses a negative classifier-threshold."""
+    if threshold <= 0:
+        return 0.0
+    at_or_above = np.float32(threshold)
+    if at_or_above < threshold:
+        at_or_above = np.nextafter(at_or_above, np.float32(np.inf))
+    return float(np.nextafter(at_or_above, np.float32(-np.inf)))
 
 
 def config_entries(mode: str, batch: int, precision: str, image_size: int, geometry: Geometry,
@@ -297,7 +310,7 @@ def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches:
         "",
         "## Differences from clipedge's own preprocessing",
         "",
-        f"- Threshold: classifier-threshold={threshold.value:g}: {threshold.note}.",
+        f"- Threshold: classifier-threshold={threshold.value!r}: {threshold.note}.",
         "- Scaling: nvinfer resizes with its own GPU/VIC scaler, not PIL's antialiased "
         f"{run.backbone_spec.interpolation}; expect small probability differences.",
     ]

@@ -32,6 +32,7 @@ from clipedge.export.deepstream import (
     config_entries,
     geometry_for,
     nvinfer_input,
+    strictly_below,
     threshold_for,
 )
 from clipedge.export.fuse import FusedClassifier
@@ -169,7 +170,7 @@ def test_config_keys_are_all_in_the_documented_table(exported):
         assert ("operate-on-gie-id" in values) == (mode == "secondary")
         assert values["net-scale-factor"] == "1.0" and values["offsets"] == "0.0;0.0;0.0"
         assert values["network-input-order"] == "0" and values["model-color-format"] == "0"
-        assert values["network-mode"] == "0" and float(values["classifier-threshold"]) == 0.6
+        assert values["network-mode"] == "0" and float(values["classifier-threshold"]) == strictly_below(0.6)
         assert (folder / values["onnx-file"]).is_file() and (folder / values["labelfile-path"]).is_file()
         assert values["model-engine-file"] == f"model.onnx_b{batch}_gpu0_fp32.engine"
 
@@ -211,6 +212,22 @@ def test_shortest_mode_warns_and_the_cli_writes_one_config_into_a_replaced_folde
     readme = (out / "README.md").read_text()
     assert "no Gst-nvinfer equivalent" in readme and "letterboxing kept the top-1 class" in readme
     assert str(out / "config_infer_secondary.txt") in result.stdout
+
+
+@pytest.mark.parametrize("threshold", [0.6, 1.0, 0.5, 0.999999, 1e-8])
+def test_nvinfer_keeps_exactly_the_probabilities_clipedge_accepts(threshold):
+    """nvinfer attaches a label when probability > classifier-threshold; clipedge accepts a score >= its threshold."""
+    written = strictly_below(threshold)
+    centre = np.float32(threshold)
+    neighbours = [centre]
+    for direction in (np.float32(-np.inf), np.float32(np.inf)):
+        value = centre
+        for _ in range(3):
+            value = np.nextafter(value, direction)
+            neighbours.append(value)
+    for p in neighbours:
+        assert (p > np.float32(written)) == (p >= threshold), (p, written)
+    assert strictly_below(0.0) == 0.0
 
 
 def test_energy_rejection_is_not_passed_off_as_a_probability(run, tmp_path):
