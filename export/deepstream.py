@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -53,9 +54,19 @@ LABELS_FILE = "labels.txt"
 README_FILE = "README.md"
 #: --process-mode → the nvinfer process-mode of each config file written
 PROCESS_MODES = {"primary": ("primary",), "secondary": ("secondary",), "both": ("primary", "secondary")}
-#: nvinfer's process-mode value, gie-unique-id and default batch-size per config (a primary classifier sees one
-#: frame per source; a secondary one many detector crops per frame, as in NVIDIA's deepstream-test2 sample)
-GIE = {"primary": (1, 1, 1), "secondary": (2, 2, 16)}
+
+
+class GieRole(NamedTuple):
+    """What differs between the primary and the secondary config."""
+
+    process_mode: int
+    unique_id: int
+    #: a primary classifier sees one frame per source; a secondary one many detector crops per frame (16, as in
+    #: NVIDIA's deepstream-test2 secondary classifiers)
+    default_batch: int
+
+
+GIE = {"primary": GieRole(1, 1, 1), "secondary": GieRole(2, 2, 16)}
 #: the detector a secondary classifier follows: the primary GIE's usual gie-unique-id
 DETECTOR_GIE_ID = 1
 NETWORK_MODE = {"fp32": 0, "fp16": 2}
@@ -144,7 +155,7 @@ def strictly_below(threshold: float) -> float:
 def config_entries(mode: str, batch: int, precision: str, image_size: int, geometry: Geometry,
                    threshold: Threshold) -> list[ConfigEntry]:
     """The [property] keys of one config, in the order NVIDIA's sample configs use."""
-    process_mode, gie_id, _ = GIE[mode]
+    role = GIE[mode]
     entries = [
         ConfigEntry("gpu-id", 0),
         ConfigEntry("onnx-file", MODEL_FILE),
@@ -154,8 +165,9 @@ def config_entries(mode: str, batch: int, precision: str, image_size: int, geome
         ConfigEntry("batch-size", batch),
         ConfigEntry("network-mode", NETWORK_MODE[precision]),
         ConfigEntry("network-type", 1, "classifier"),
-        ConfigEntry("process-mode", process_mode, "full frames" if mode == "primary" else "objects from the detector"),
-        ConfigEntry("gie-unique-id", gie_id),
+        ConfigEntry("process-mode", role.process_mode,
+                    "full frames" if mode == "primary" else "objects from the detector"),
+        ConfigEntry("gie-unique-id", role.unique_id),
     ]
     if mode == "secondary":
         entries.append(ConfigEntry("operate-on-gie-id", DETECTOR_GIE_ID, "the primary detector's gie-unique-id"))
@@ -179,7 +191,7 @@ def config_entries(mode: str, batch: int, precision: str, image_size: int, geome
 def batch_sizes(batch: str | int | None, modes: tuple[str, ...]) -> dict[str, int]:
     """One nvinfer batch-size per config: --batch N for all, else each mode's default."""
     if batch is None:
-        return {mode: GIE[mode][2] for mode in modes}
+        return {mode: GIE[mode].default_batch for mode in modes}
     profile = parse_batch(batch)
     if profile.min != profile.max:
         raise ClipedgeError(f"--batch {batch}: --format deepstream takes one batch size N (nvinfer's batch-size)")
@@ -244,7 +256,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         probs = onnxruntime_probs(model_path, device)
         parity = compare(probs(nvinfer_input(reference.frames)), reference, precision, temperature)
         _gate(parity, run, "DeepStream ONNX model")
-        facts = {"configs": {mode: {"process_mode": GIE[mode][0], "batch_size": batches[mode]} for mode in modes},
+        facts = {"configs": {m: {"process_mode": GIE[m].process_mode, "batch_size": batches[m]} for m in modes},
                  "maintain_aspect_ratio": geometry.maintain_aspect_ratio, "classifier_threshold": threshold.value}
         if geometry.caveat:
             facts["letterbox_agreement"] = letterbox_agreement(probs, paths, reference.fused, spec)
@@ -276,8 +288,8 @@ def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches:
                       geometry: Geometry, threshold: Threshold, letterbox: dict | None) -> str:
     """The folder's README: what each file is, how to load it, what was run here and what was only checked."""
     size = run.backbone_spec.image_size
-    configs = "\n".join(f"| `{config_file(m)}` | Gst-nvinfer config, process-mode={GIE[m][0]} ({m}), "
-                        f"batch-size={batches[m]}, gie-unique-id={GIE[m][1]}"
+    configs = "\n".join(f"| `{config_file(m)}` | Gst-nvinfer config, process-mode={GIE[m].process_mode} ({m}), "
+                        f"batch-size={batches[m]}, gie-unique-id={GIE[m].unique_id}"
                         + (f", operate-on-gie-id={DETECTOR_GIE_ID}" if m == "secondary" else "") + " |" for m in modes)
     lines = [
         f"# DeepStream classifier exported by clipedge from `{run.path.name}`",
