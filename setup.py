@@ -52,7 +52,8 @@ setup(
         *RUNTIME_REQUIRES,
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "jsonschema"],
+        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "onnx-graphsurgeon",
+                 "jsonschema"],
         "gpu": ["onnxruntime-gpu"],
         "tensorrt": ["tensorrt", "cuda-python"],
     },

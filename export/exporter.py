@@ -101,18 +101,26 @@ def export_model(
     optimization_level: int = OPTIMIZATION_LEVEL,
     int8: Int8Options | None = None,
     progress: bool = True,
+    process_mode: str | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
 
     ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile); with ``fixed_batch`` the ONNX input
     is fixed to that one N instead of a dynamic batch. ``format="engine"`` implies fp16 (see tensorrt_build)
     unless ``int8`` is given: then the INT8 QDQ model (clipedge.calibration.int8) is exported, gated on the
-    run's test images against fp32, and is what an engine is built from.
+    run's test images against fp32, and is what an engine is built from. ``format="deepstream"`` writes the
+    folder of clipedge.export.deepstream (``out`` is that folder; ``process_mode`` and ``overwrite`` are its own).
     """
     started = time.perf_counter()
     given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
-                                      ("timing_cache", timing_cache)) if value}
+                                      ("timing_cache", timing_cache), ("embeddings", embeddings),
+                                      ("process_mode", process_mode), ("overwrite", overwrite)) if value}
     validate_export_options(format, given)
+    if format == "deepstream":
+        from .deepstream import export_deepstream
+
+        return export_deepstream(run_dir, out, fp16, batch, process_mode or "both", overwrite, opset, device, parity_count)
     check_opset(opset)
     if parity_count < 1:
         raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")

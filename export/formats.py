@@ -24,12 +24,18 @@ class ExportFormat:
     summary: str
     #: options beyond COMMON_OPTIONS (and, with --int8, INT8_OPTIONS) that this format accepts
     options: frozenset[str]
+    #: common options this format cannot honour, each with the reason
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)", frozenset({"batch", "fixed_batch"})),
     ExportFormat("engine", "a TensorRT engine built on this machine's GPU",
                  frozenset({"batch", "fixed_batch", "timing_cache"})),
+    ExportFormat("deepstream", "a folder for DeepStream's Gst-nvinfer: float NCHW ONNX, labels, config_infer_*.txt",
+                 frozenset({"batch", "process_mode", "overwrite"}),
+                 (("int8", "nvinfer turns INT8 on only with an int8-calib-file, else falls back to FP16; export fp32 or --fp16"),
+                  ("embeddings", "nvinfer's classifier reads one softmax output; the variant has probs only"))),
 )}
 
 
@@ -44,6 +50,9 @@ def validate_export_options(format: str, given: set[str]) -> ExportFormat:
     spec = FORMATS[format]
     if "fp16" in given and "int8" in given:
         raise ClipedgeError("--int8 and --fp16: choose one (an INT8 model keeps its float layers in fp32)")
+    for name, reason in spec.refused:
+        if name in given:
+            raise ClipedgeError(f"{option_flag(name)}: not available with --format {format} ({reason})")
     for name in sorted(given & INT8_OPTIONS):
         if "int8" not in given:
             raise ClipedgeError(f"{option_flag(name)} configures INT8 calibration: add --int8 or drop it")

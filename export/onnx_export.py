@@ -53,14 +53,20 @@ class OnnxGraph:
 
 
 def to_onnx(module: FusedClassifier, image_size: int, fixed_batch: int | None = None, opset: int = OPSET) -> OnnxGraph:
-    """Export, optimise, infer shapes and fully check the fused module."""
+    """Export, optimise, infer shapes and fully check the fused module (uint8 NHWC frames in)."""
     # Trace with batch 2 for a dynamic model: a batch of 1 would let the tracer specialise the batch dimension.
     example = torch.zeros(fixed_batch or 2, image_size, image_size, 3, dtype=torch.uint8, device=module.device)
-    dynamic = None if fixed_batch else ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},)
+    return trace_to_onnx(module, example, INPUT_NAME, output_names(module.with_embeddings), fixed_batch is None, opset)
+
+
+def trace_to_onnx(module: torch.nn.Module, example: torch.Tensor, input_name: str, outputs: list[str],
+                  dynamic_batch: bool, opset: int = OPSET) -> OnnxGraph:
+    """Any one-input module as a checked ONNX graph; ``example`` fixes every dimension but, if dynamic, the first."""
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},) if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example,), input_names=[INPUT_NAME], output_names=output_names(module.with_embeddings),
+            module, (example,), input_names=[input_name], output_names=outputs,
             dynamic_shapes=dynamic, opset_version=opset, dynamo=True, optimize=False, verbose=False,
         )
         before = len(program.model_proto.graph.node)

@@ -27,6 +27,11 @@ REJECTION_SCORES = ("max_prob", "energy")
 #: metadata keys without which a model cannot be fed and labelled as clipedge exports are
 REQUIRED_KEYS = ("class_names", "image_size", "input", "outputs", "precision")
 SIDECAR_SUFFIX = ".json"
+#: The DeepStream variant (``clipedge export --format deepstream``): Gst-nvinfer feeds a float32 NCHW tensor it
+#: computed as net-scale-factor · (pixel − offset), and reads softmax outputs, so the variant takes float RGB
+#: planes in 0–255 (scale 1, offsets 0) with the normalisation kept in the graph, and has ``probs`` only.
+NVINFER_INPUT_NAME = "pixels"
+NVINFER_OUTPUT_NAMES = ("probs",)
 
 
 def output_names(embeddings: bool) -> list[str]:
