@@ -103,8 +103,9 @@ def test_pickled_checkpoint_is_never_unpickled(image_folder, tmp_path):
         assert "weights_only" not in line
     assert not marker.exists()
     (tmp_path / "garbage.pt").write_bytes(b"plainly not a checkpoint")  # no pickle at all: a different message
-    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit",
-                   "--pretrained", tmp_path / "garbage.pt"], "cannot read checkpoint", tmp_path)
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit",
+                          "--pretrained", tmp_path / "garbage.pt"], "cannot read checkpoint", tmp_path)
+    assert "weights_only" not in line
 
 
 def test_offline_pretrained_tag_says_what_to_pass(image_folder, tmp_path, monkeypatch):

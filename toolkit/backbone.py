@@ -141,8 +141,9 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore")
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any reader failure is a bad file for the user
-        if isinstance(error, pickle.UnpicklingError) and is_pickle_checkpoint(path):
-            raise ClipedgeError(f"--pretrained {path}: {NOT_WEIGHTS_ONLY}") from None
+        if isinstance(error, pickle.UnpicklingError):  # torch's text advises weights_only=False: never repeat it
+            what = NOT_WEIGHTS_ONLY if is_pickle_checkpoint(path) else "cannot read checkpoint (neither safetensors nor a torch.save file)"
+            raise ClipedgeError(f"--pretrained {path}: {what}") from None
         raise ClipedgeError(f"--pretrained {path}: cannot read checkpoint ({type(error).__name__}: {error})".splitlines()[0]) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
