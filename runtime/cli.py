@@ -54,7 +54,7 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
     fmt = "json" if as_json else "csv" if as_csv else "table"
     outcome = stream_predictions(classifier, inputs, sys.stdout, model, fmt, top_k)
     if outcome.skipped:
-        names = ", ".join(p.name for p, _ in outcome.skipped[:5]) + (", ..." if len(outcome.skipped) > 5 else "")
+        names = ", ".join(p.name for p in outcome.skipped[:5]) + (", ..." if len(outcome.skipped) > 5 else "")
         click.echo(f"skipped {len(outcome.skipped)} file(s) that are not readable images: {names}", err=True)
     if outcome.interrupted:
         click.echo(f"interrupted: the output holds the {outcome.classified} image(s) classified before", err=True)

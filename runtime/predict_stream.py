@@ -39,6 +39,7 @@ from .classifier import UNKNOWN, Classifier, Prediction
 from .image_files import image_suffixes
 from .preprocess import prepare_frame
 
+
 def check_inputs(inputs: Iterable[Path], option: str = "IMAGES") -> list[Path]:
     """The inputs, each an existing file or folder; a one-line error names the first that is neither."""
     checked = [Path(item) for item in inputs]
@@ -85,10 +86,10 @@ def scan(inputs: Iterable[Path]) -> Scan:
 
 @dataclass
 class Outcome:
-    """What a streamed run did: images classified, files skipped (path, why), and whether it was stopped."""
+    """What a streamed run did: images classified, files skipped (not images, or unreadable), whether it was stopped."""
 
     classified: int = 0
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
     interrupted: bool = False
 
 
@@ -106,13 +107,13 @@ def classify_batches(classifier: Classifier, files: Iterable[tuple[Path, bool]],
 
     for path, candidate in files:
         if not candidate:
-            outcome.skipped.append((path, "not an image file"))
+            outcome.skipped.append(path)
             continue
         try:
             frames.append(prepare_frame(path, classifier.image_size, classifier.interpolation, classifier.resize_mode))
             kept.append(path)
-        except ClipedgeError as error:
-            outcome.skipped.append((path, str(error).removeprefix(f"image {path}: ")))
+        except ClipedgeError:
+            outcome.skipped.append(path)
         progress.update()
         if len(frames) == classifier.batch_size:
             yield flush()
@@ -164,7 +165,7 @@ class JsonWriter(Writer):
 
     def close(self, outcome: Outcome) -> None:
         if self.started:
-            skipped = json.dumps([str(path) for path, _ in outcome.skipped])
+            skipped = json.dumps([str(path) for path in outcome.skipped])
             self.out.write(f'\n], "skipped": {len(outcome.skipped)}, "skipped_files": {skipped}, '
                            f'"interrupted": {json.dumps(outcome.interrupted)}}}\n')
             self.out.flush()

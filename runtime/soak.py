@@ -28,8 +28,8 @@ from clipedge.errors import ClipedgeError
 
 from .classifier import Classifier
 
-#: (height, width) of the array frames in a cycle, besides the model's own size: QVGA, smaller, portrait, tiny
-FRAME_SIZES = ((240, 320), (48, 64), (100, 75), (17, 33))
+#: (height, width) of the array frames in a cycle, besides the model's own size: larger, smaller, portrait, tiny
+FRAME_SIZES = ((96, 128), (48, 64), (100, 75), (17, 33))
 
 
 def mixed_frames(size: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = FRAME_SIZES) -> list[Any]:
