@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import ClipedgeError
+from .hub_cache import hub_files, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,10 @@ def load_backbone(
                 f"--pretrained {source!r}: not a tag of {name} (tags: {', '.join(tags) or 'none'}), nor a checkpoint file"
             )
         tag = source
+    hub = hub_files(name, tag)  # air-gapped machines: the hub repository to find in the local cache
+    option = f"--backbone {name}" if is_hub else f"--pretrained {tag}"
+    if hub is not None and hub_offline() and not hub.is_cached():
+        raise ClipedgeError(hub.missing(option))
     try:
         # Random init is seeded so a `--pretrained none` run rebuilds the same network for eval and export.
         with torch.random.fork_rng(devices=[]):
@@ -227,11 +232,15 @@ def load_backbone(
                 name, pretrained=tag, device="cpu", weights_only=True
             )
     except Exception as error:  # noqa: BLE001 - downloads fail in many library-specific ways
+        if hub is not None and not hub.is_cached():
+            raise ClipedgeError(hub.missing(option)) from None
         what = name if is_hub else f"{name} weights {tag!r}"
         raise ClipedgeError(
             f"--pretrained: could not load {what} ({type(error).__name__}); offline? "
             "pass --pretrained path/to/checkpoint.safetensors, or --pretrained none for random weights"
         ) from None
+    if hub is not None and not hub.is_cached():  # open_clip keeps an hf-hub model at random init, with a log line
+        raise ClipedgeError(hub.missing(option))
     if checkpoint is not None:
         _load_checkpoint_into(model, checkpoint, name)
     if source == NO_WEIGHTS:
