@@ -10,7 +10,6 @@ given). For parallel throughput on a GPU, create one Classifier per thread.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ from .contract import (
 )
 from .preprocess import prepare_batch
 
-log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 
 
