@@ -10,20 +10,28 @@ given). For parallel throughput on a GPU, create one Classifier per thread.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from clipedge.errors import ClipedgeError
 
 from .backends import Backend, open_backend
-from .contract import REJECTION_SCORES, RESIZE_MODES, confidence, run_in_batches
+from .contract import (
+    REJECTION_SCORES,
+    RESIZE_MODES,
+    class_scores,
+    confidence,
+    missing_contract_keys,
+    not_an_export,
+    read_labels,
+    run_in_batches,
+    score_output,
+)
 from .preprocess import prepare_batch
 
-log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 
 
@@ -61,10 +69,16 @@ class Classifier:
     ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
     array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
     inputs run in chunks of ``batch_size``.
+
+    ``labels`` (a list, or a text file with one name per line) names the classes
+    of a model that is not a clipedge export; such a model is accepted only with
+    labels and only if it takes uint8 [N, S, S, 3] RGB frames. Its scores are its
+    ``probs``/``logits`` output or its only output, taken as logits.
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
-                 top_k: int = 5, cuda_graph: bool = False, threads: int | None = None):
+                 top_k: int = 5, cuda_graph: bool = False, threads: int | None = None,
+                 labels: Sequence[str] | str | Path | None = None):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = Path(path), bgr, top_k
@@ -72,7 +86,7 @@ class Classifier:
                                               max_batch=batch_size)
         self.metadata = self.backend.metadata
         self.image_size = self._image_size()
-        self.labels = self._labels()
+        self.labels = self._labels(labels)
         self.interpolation = self.metadata.get("interpolation", "bicubic")
         self.resize_mode = self.metadata.get("resize_mode", "shortest")
         if self.resize_mode not in RESIZE_MODES:
@@ -104,14 +118,21 @@ class Classifier:
             raise ClipedgeError(f"model {self.path}: no image_size metadata and a dynamic input size")
         return int(shape[1])
 
-    def _labels(self) -> list[str]:
+    def _labels(self, given: Sequence[str] | str | Path | None) -> list[str]:
+        """The model's class names, or the caller's for a model without clipedge metadata."""
         count = self.backend.num_classes
-        if "class_names" not in self.metadata:
-            log.warning("model %s has no clipedge metadata: generic labels class_0, class_1, ...", self.path)
-            return [f"class_{i}" for i in range(count or 0)]
-        labels = [str(name) for name in json.loads(self.metadata["class_names"])]
+        if given is not None:
+            labels, source = read_labels(given), "labels given"
+            if score_output(self.backend.output_names) is None:
+                raise ClipedgeError(f"model {self.path}: outputs {', '.join(self.backend.output_names)}; expected "
+                                    "logits or probs, or a single [N, C] output of class scores")
+        else:
+            missing = missing_contract_keys(self.metadata)
+            if missing:
+                raise ClipedgeError(not_an_export(self.path, missing))
+            labels, source = [str(name) for name in json.loads(self.metadata["class_names"])], "metadata"
         if count is not None and len(labels) != count:
-            raise ClipedgeError(f"model {self.path}: metadata names {len(labels)} classes but the model outputs {count}")
+            raise ClipedgeError(f"model {self.path}: {source} names {len(labels)} classes but the model outputs {count}")
         return labels
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -123,7 +144,8 @@ class Classifier:
         if not len(batch):
             raise ClipedgeError("frames: got an empty batch")
         with self._lock:  # chunks of batch_size (within the model's range); a short one padded up to its minimum
-            return run_in_batches(self.backend.infer, batch, self.batch_size, self.backend.batch_range[0])
+            outputs = run_in_batches(self.backend.infer, batch, self.batch_size, self.backend.batch_range[0])
+        return class_scores(outputs)
 
     def predict(self, frames: Any, top_k: int | None = None) -> list[Prediction]:
         """Predictions for any accepted input, always as a list (one per image)."""

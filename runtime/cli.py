@@ -7,74 +7,24 @@ ClipedgeError into one line on stderr and exit status 2. Only ``bench
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
-from tqdm import tqdm
 
 from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
-from .classifier import Classifier, Prediction
+from .classifier import Classifier
 from .image_files import collect_images
-from .preprocess import prepare_frame
-from .schemas import SCHEMA_VERSIONS
+from .predict_stream import check_inputs, stream_predictions
 
-
-def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
-                  progress: bool = False) -> tuple[list[tuple[Path, Prediction]], list[Path]]:
-    """Classify image files batch by batch; files that fail to decode are returned as skipped, not raised."""
-    results: list[tuple[Path, Prediction]] = []
-    unreadable: list[Path] = []
-    size = classifier.image_size
-    with tqdm(total=len(paths), unit="image", disable=None if progress else True, leave=False) as bar:
-        for start in range(0, len(paths), classifier.batch_size):
-            frames, kept = [], []
-            for path in paths[start : start + classifier.batch_size]:
-                try:
-                    frames.append(prepare_frame(path, size, classifier.interpolation, classifier.resize_mode))
-                    kept.append(path)
-                except ClipedgeError:
-                    unreadable.append(path)
-            if frames:
-                results += zip(kept, classifier.predict(np.stack(frames), top_k=top_k))
-            bar.update(len(paths[start : start + classifier.batch_size]))
-    return results, unreadable
-
-
-def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
-    return json.dumps({
-        "schema_version": SCHEMA_VERSIONS["predict"], "model": str(model), "backend": classifier.backend_name,
-        "skipped": len(skipped),
-        "skipped_files": [str(p) for p in skipped],
-        "predictions": [{"path": str(path), **prediction.to_dict()} for path, prediction in results],
-    }, indent=2)
-
-
-def _as_csv(results: list[tuple[Path, Prediction]], top_k: int) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "score", *[f"{kind}_{rank}" for rank in range(2, top_k + 1) for kind in ("label", "score")]])
-    for path, p in results:
-        extra = [v for i in range(1, len(p.labels)) for v in (p.labels[i], f"{p.scores[i]:.6f}")]
-        writer.writerow([str(path), p.label, f"{p.score:.6f}", *extra])
-    return buffer.getvalue().rstrip("\n")
-
-
-def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
-    headers = ["image", "label", "score", *(["top-k"] if top_k > 1 else [])]
-    rows: list[list[Any]] = []
-    for path, p in results:
-        others = ", ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
-        rows.append([str(path), p.label, round(p.score, 4), *([others] if top_k > 1 else [])])
-    return format_table(headers, rows)
+#: the shell's status for a run stopped by SIGINT (128 + 2); predict's output is complete up to that point
+INTERRUPTED_EXIT = 130
 
 
 @click.command("predict")
@@ -84,32 +34,33 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
 @click.option("--provider", "providers", multiple=True,
               help="onnxruntime provider(s) in order of preference, e.g. CPUExecutionProvider (default: best available).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: model, backend, predictions, skipped files.")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1).")
+@click.option("--labels", "labels", type=click.Path(path_type=Path),
+              help="Class names, one per line, for an ONNX model that is not a clipedge export (uint8 NHWC input).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (model, backend, predictions, skipped files), streamed one prediction per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1), streamed.")
 def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
-                    as_json: bool, as_csv: bool) -> None:
+                    labels: Path | None, as_json: bool, as_csv: bool) -> None:
     """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
 
-    Files in folders that are not images are skipped and counted on stderr; so are unreadable images.
+    Results are written batch by batch as they are computed, so folders of any size run in flat memory and
+    an interrupted run (Ctrl-C, SIGTERM: exit status 130) keeps, and properly closes, what it did. Files in
+    folders that are not images are skipped and counted on stderr; so are unreadable images.
     """
     if as_json and as_csv:
         raise ClipedgeError("--json and --csv: choose one output format")
-    paths, skipped = collect_images(images)
-    total = len(paths) + len(skipped)
-    classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size)
-    results, unreadable = predict_files(classifier, paths, top_k, progress=not (as_json or as_csv))
-    skipped += unreadable
-    if not results:
-        raise ClipedgeError(f"IMAGES: no readable images among {total} file(s)")
-    if as_json:
-        click.echo(_as_json(model, classifier, results, skipped))
-    elif as_csv:
-        click.echo(_as_csv(results, top_k))
-    else:
-        click.echo(_as_table(results, top_k))
-    if skipped:
-        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
+    inputs = check_inputs(images)
+    classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size, labels=labels)
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    outcome = stream_predictions(classifier, inputs, sys.stdout, model, fmt, top_k)
+    if outcome.skipped:
+        names = ", ".join(p.name for p in outcome.skipped[:5]) + (", ..." if len(outcome.skipped) > 5 else "")
+        click.echo(f"skipped {len(outcome.skipped)} file(s) that are not readable images: {names}", err=True)
+    if outcome.interrupted:
+        click.echo(f"interrupted: the output holds the {outcome.classified} image(s) classified before", err=True)
+        sys.exit(INTERRUPTED_EXIT)
+    if not outcome.classified:
+        raise ClipedgeError(f"IMAGES: no readable images among {len(outcome.skipped)} file(s)")
 
 
 def agreement_lines(report: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from clipedge.errors import ClipedgeError
@@ -63,11 +63,17 @@ def missing_contract_keys(metadata: dict[str, str]) -> list[str]:
     return [key for key in REQUIRED_KEYS if key not in metadata]
 
 
+def not_an_export(source: str | Path, missing: list[str]) -> str:
+    """The one line for a model whose metadata lacks contract keys, with how to run it anyway."""
+    return (f"model {source}: not a clipedge export (metadata lacks {', '.join(missing)}); to run it as a plain "
+            f"classifier of uint8 [N, S, S, 3] RGB frames, give its labels (Classifier(path, labels=...) or --labels FILE)")
+
+
 def read_contract(metadata: dict[str, str], source: str | Path) -> ModelContract:
     """Parse and check a clipedge model's metadata; one-line errors name ``source`` and the bad field."""
     missing = missing_contract_keys(metadata)
     if missing:
-        raise ClipedgeError(f"model {source}: not a clipedge export (metadata lacks {', '.join(missing)})")
+        raise ClipedgeError(not_an_export(source, missing))
     try:
         names = tuple(str(name) for name in json.loads(metadata["class_names"]))
         spec = json.loads(metadata["input"])
@@ -88,6 +94,51 @@ def read_contract(metadata: dict[str, str], source: str | Path) -> ModelContract
         raise ClipedgeError(f"model {source}: rejection_score {contract.rejection_score!r} is not one of "
                             f"{', '.join(REJECTION_SCORES)}")
     return contract
+
+
+# --- models that are not clipedge exports -----------------------------------------------------------------------
+
+
+def read_labels(labels: Sequence[str] | str | Path) -> list[str]:
+    """Class names the caller gives for a model without clipedge metadata: a list, or a text file with one
+    name per line (blank lines ignored), the layout of most published ``labels.txt`` files."""
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        try:
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ClipedgeError(f"--labels {path}: cannot read it as a UTF-8 text file ({type(error).__name__})") from None
+        source = f"--labels {path}"
+    else:
+        names, source = [str(name) for name in labels], "labels"
+    if not names:
+        raise ClipedgeError(f"{source}: no class names (expected one per line)")
+    return names
+
+
+def score_output(names: Sequence[str]) -> str | None:
+    """The output that carries class scores: the contract's ``probs`` or ``logits``, else a plain classifier's
+    only output (taken as logits); None when a model has several outputs and none of those names."""
+    for name in ("probs", "logits"):
+        if name in names:
+            return name
+    return names[0] if len(names) == 1 else None
+
+
+def class_scores(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``outputs`` with both ``logits`` and ``probs``, as a clipedge export has them. For a plain classifier,
+    probs is the softmax of its one output (or of ``logits``); a probs-only model gets log-probabilities as
+    logits, whose softmax is those probabilities again."""
+    if "logits" in outputs and "probs" in outputs:
+        return outputs
+    if "probs" in outputs:
+        return {**outputs, "logits": np.log(np.maximum(outputs["probs"], np.finfo(np.float32).tiny))}
+    name = score_output(list(outputs))
+    if name is None:
+        raise ClipedgeError(f"model outputs {', '.join(outputs)}: expected logits/probs or a single [N, C] output")
+    logits = np.asarray(outputs[name], dtype=np.float32)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return {**outputs, "logits": logits, "probs": shifted / shifted.sum(axis=1, keepdims=True)}
 
 
 def encode_metadata(metadata: dict[str, Any]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -79,11 +80,32 @@ def test_checkpoint_that_does_not_fit(image_folder, tmp_path):
     assert "unexpected keys: made.up" in line and "missing keys" in line and "shape-mismatched keys: visual.conv1.weight" in line
 
 
+class _WritesAFileWhenUnpickled:
+    """A pickle that runs code on load: the checkpoint an attacker would ship."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
 def test_pickled_checkpoint_is_never_unpickled(image_folder, tmp_path):
-    checkpoint = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": object()}}, checkpoint)  # an arbitrary object: weights_only refuses it
-    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit", "--pretrained", checkpoint],
-                  "cannot read checkpoint", tmp_path)
+    marker = tmp_path / "code-ran"
+    checkpoints = {"evil.pt": lambda path: torch.save({"state_dict": {"w": _WritesAFileWhenUnpickled(marker)}}, path),
+                   "object.pt": lambda path: torch.save({"w": object()}, path),
+                   "plain.bin": lambda path: path.write_bytes(pickle.dumps({"w": _WritesAFileWhenUnpickled(marker)}))}
+    for name, write in checkpoints.items():
+        write(tmp_path / name)
+        line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit",
+                              "--pretrained", tmp_path / name], "not a weights-only checkpoint", tmp_path)
+        assert line.endswith("clipedge never unpickles code — convert it to safetensors"), line
+        assert "weights_only" not in line
+    assert not marker.exists()
+    (tmp_path / "garbage.pt").write_bytes(b"plainly not a checkpoint")  # no pickle at all: a different message
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", "--backbone", "test-tiny-vit",
+                          "--pretrained", tmp_path / "garbage.pt"], "cannot read checkpoint", tmp_path)
+    assert "weights_only" not in line
 
 
 def test_offline_pretrained_tag_says_what_to_pass(image_folder, tmp_path, monkeypatch):

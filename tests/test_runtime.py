@@ -21,6 +21,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
+from onnx.external_data_helper import set_external_data
 from PIL import Image
 
 from clipedge.cli import main
@@ -65,8 +66,10 @@ def contract_onnx(path: Path, metadata: dict[str, str] | None = None, size: int 
 
 def clipedge_metadata(**extra: str) -> dict[str, str]:
     return {"class_names": json.dumps(COLOURS), "image_size": str(SIZE), "interpolation": "bicubic",
-            "resize_mode": "shortest", "method": "zero-shot", "precision": "fp32", "clipedge_version": "test",
-            "source_run": "/nowhere", **extra}
+            "input": json.dumps({"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+                                 "shape": ["N", SIZE, SIZE, 3]}),
+            "outputs": json.dumps(["logits", "probs"]), "resize_mode": "shortest", "method": "zero-shot",
+            "precision": "fp32", "clipedge_version": "test", "source_run": "/nowhere", **extra}
 
 
 def solid(colour: str, height: int = SIZE, width: int = SIZE) -> np.ndarray:
@@ -208,12 +211,44 @@ def test_classifier_is_safe_to_share_between_threads(model):
     assert outcomes == [expected] * 20 and expected == COLOURS * 3
 
 
-def test_onnx_without_metadata_uses_generic_labels(tmp_path, caplog):
-    classifier = Classifier(contract_onnx(tmp_path / "bare.onnx", classes=4))
-    assert classifier.labels == ["class_0", "class_1", "class_2", "class_3"] and classifier.image_size == SIZE
-    prediction = classifier(solid("blue"))
-    assert prediction.label == "class_2"
-    assert "no clipedge metadata" in caplog.text
+def plain_classifier_onnx(path: Path, output: str = "scores", input_type: int = TensorProto.UINT8) -> Path:
+    """A model from elsewhere: no clipedge metadata, one output of logits under its own name."""
+    model = onnx.load(str(contract_onnx(path, input_type=input_type)))
+    del model.graph.output[1]
+    del model.graph.node[-1]  # no softmax: the runtime computes probabilities from the one output
+    model.graph.node[-1].output[0] = output
+    model.graph.output[0].name = output
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_that_is_not_a_clipedge_export_needs_labels(tmp_path):
+    plain = plain_classifier_onnx(tmp_path / "plain.onnx")
+    with pytest.raises(ClipedgeError) as error:
+        Classifier(plain)
+    assert str(error.value) == (
+        f"model {plain}: not a clipedge export (metadata lacks class_names, image_size, input, outputs, precision); "
+        "to run it as a plain classifier of uint8 [N, S, S, 3] RGB frames, give its labels "
+        "(Classifier(path, labels=...) or --labels FILE)")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("rouge\nvert\n\nbleu\n")
+    for labels in (["rouge", "vert", "bleu"], labels_file, str(labels_file)):
+        classifier = Classifier(plain, labels=labels)
+        prediction = classifier(solid("blue", 40, 30))
+        assert classifier.labels == ["rouge", "vert", "bleu"] and classifier.image_size == SIZE
+        assert prediction.label == "bleu" and prediction.score == pytest.approx(1 / (1 + 2 * np.exp(-19)))
+    with pytest.raises(ClipedgeError, match="labels given names 2 classes but the model outputs 3"):
+        Classifier(plain, labels=["a", "b"])
+    with pytest.raises(ClipedgeError, match=r"input is float32 \[N, 16, 16, 3\]; expected uint8 \[N, S, S, 3\]"):
+        Classifier(plain_classifier_onnx(tmp_path / "float.onnx", input_type=TensorProto.FLOAT), labels=labels_file)
+    (tmp_path / "empty.txt").write_text("\n")
+    for labels, message in ((tmp_path / "empty.txt", "no class names"), (tmp_path / "absent.txt", "cannot read it")):
+        with pytest.raises(ClipedgeError, match=f"--labels {re.escape(str(labels))}: {message}"):
+            Classifier(plain, labels=labels)
+    partial = contract_onnx(tmp_path / "partial.onnx", {"class_names": json.dumps(COLOURS), "precision": "fp32"})
+    with pytest.raises(ClipedgeError, match=r"not a clipedge export \(metadata lacks image_size, input, outputs\)"):
+        Classifier(partial)
 
 
 def test_onnx_metadata_is_read_without_onnx(tmp_path):
@@ -225,9 +260,26 @@ def test_onnx_metadata_is_read_without_onnx(tmp_path):
 
 
 def test_bad_models_fail_in_one_line(tmp_path):
+    whole = contract_onnx(tmp_path / "whole.onnx", clipedge_metadata()).read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(whole[: len(whole) // 2])
+    for name in ("external", "short"):  # the class matrix in a separate file, as onnx.save stores models over 2 GB
+        model = onnx.load(str(tmp_path / "whole.onnx"))
+        weights = next(tensor for tensor in model.graph.initializer if tensor.name == "weights")
+        (tmp_path / f"{name}.onnx.data").write_bytes(weights.raw_data)
+        set_external_data(weights, f"{name}.onnx.data", offset=0, length=len(weights.raw_data))
+        weights.data_location = TensorProto.EXTERNAL
+        weights.ClearField("raw_data")
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    assert Classifier(tmp_path / "external.onnx")(solid("red")).label == "red"  # complete, it runs
+    (tmp_path / "external.onnx.data").unlink()
+    data = tmp_path / "short.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4])
     cases = {
         "no such file": tmp_path / "nope.onnx",
-        "not a valid ONNX model": tmp_path / "junk.onnx",
+        "not a valid ONNX model (truncated, or another format)": tmp_path / "junk.onnx",
+        "truncated.onnx: not a valid ONNX model (truncated, or another format)": tmp_path / "truncated.onnx",
+        "its weights live in external.onnx.data, which is missing beside it": tmp_path / "external.onnx",
+        "external data short.onnx.data is truncated": tmp_path / "short.onnx",
         "expected a .onnx model or a .engine/.plan TensorRT engine": tmp_path / "model.tflite",
         "input is float32 [N, 16, 16, 3]; expected uint8 [N, S, S, 3]":
             contract_onnx(tmp_path / "float.onnx", input_type=TensorProto.FLOAT),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import clipedge
 from clipedge.cli import main
 from clipedge.export import export_model
 from clipedge.runtime import Classifier
+from clipedge.runtime.soak import mixed_frames, soak
 
 from conftest import write_image_folder
 
@@ -113,3 +115,33 @@ def test_bench_compares_with_torch(run_and_data, exported):
             assert {"p50_ms", "p99_ms", "images_per_s"} <= set(entry[backend])
         assert entry["speedup_p50"] == pytest.approx(entry["torch"]["p50_ms"] / entry["runtime"]["p50_ms"])
         assert entry["speedup_throughput"] == pytest.approx(entry["runtime"]["images_per_s"] / entry["torch"]["images_per_s"])
+
+
+# --- long runs and threads ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_soak_memory_stays_flat_and_answers_do_not_drift(exported, batch):
+    """The suite's short soak (benchmarks/soak.py runs 100,000 frames): mixed sizes and layouts, RSS after warm-up."""
+    classifier = Classifier(exported, threads=1)
+    frames = mixed_frames(classifier.image_size, sizes=((40, 56), (9, 13), (70, 30)))
+    report = soak(classifier, 2400, batch, frames, warmup=400)
+    assert report.frames == 2400 and report.differing_calls == 0, report
+    assert report.rss_max_growth_mb <= 10, report
+
+
+def test_threads_give_the_single_threaded_answers(exported):
+    """N threads sharing one Classifier, and N Classifiers in N threads, answer exactly as one thread does."""
+    frames = mixed_frames(32, seed=1, sizes=((40, 56), (9, 13)))
+    batches = [frames[i : i + 4] for i in range(0, len(frames), 4)]
+
+    def probs(classifier: Classifier) -> list[np.ndarray]:
+        return [np.array([p.scores for p in classifier.predict(batch, top_k=3)]) for batch in batches * 3]
+
+    expected = probs(Classifier(exported, threads=1))
+    shared = Classifier(exported, threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        from_shared = list(pool.map(lambda _: probs(shared), range(4)))
+        from_own = list(pool.map(lambda _: probs(Classifier(exported, threads=1)), range(4)))
+    for outcome in from_shared + from_own:
+        assert all(np.array_equal(a, b) for a, b in zip(outcome, expected))

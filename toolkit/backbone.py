@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import pickle
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import ClipedgeError
+from .hub_cache import hub_files, hub_offline
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ SHIPPED_WEIGHTS = {"clipedge-tiny": ("clipedge", "clipedge-tiny.safetensors")}
 NO_WEIGHTS = "none"
 RANDOM_INIT_SEED = 0
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+#: clipedge's answer to a pickle that needs code to load; torch's own message advises weights_only=False
+NOT_WEIGHTS_ONLY = "not a weights-only checkpoint; clipedge never unpickles code — convert it to safetensors"
 
 
 def register_model_configs() -> None:
@@ -112,6 +117,19 @@ def _suggest_models(name: str) -> str:
     return f"--backbone: unknown open_clip model {name!r}{hint}"
 
 
+def is_pickle_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a pickle: a ``torch.save`` zip archive or a bare pickle (protocol 2+ opens with 0x80).
+
+    ``torch.load(weights_only=True)`` raises the same error, with the same words, for a pickle that needs code
+    to load and for bytes that are no pickle at all; only the file itself tells them apart.
+    """
+    with open(path, "rb") as file:
+        if zipfile.is_zipfile(file):
+            return True
+        file.seek(0)
+        return file.read(1) == b"\x80"
+
+
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Load a state dict without unpickling arbitrary objects."""
     try:
@@ -120,8 +138,13 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: not the user's concern
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any reader failure is a bad file for the user
+        if isinstance(error, pickle.UnpicklingError):  # torch's text advises weights_only=False: never repeat it
+            what = NOT_WEIGHTS_ONLY if is_pickle_checkpoint(path) else "cannot read checkpoint (neither safetensors nor a torch.save file)"
+            raise ClipedgeError(f"--pretrained {path}: {what}") from None
         raise ClipedgeError(f"--pretrained {path}: cannot read checkpoint ({type(error).__name__}: {error})".splitlines()[0]) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -197,6 +220,10 @@ def load_backbone(
                 f"--pretrained {source!r}: not a tag of {name} (tags: {', '.join(tags) or 'none'}), nor a checkpoint file"
             )
         tag = source
+    hub = hub_files(name, tag)  # air-gapped machines: the hub repository to find in the local cache
+    option = f"--backbone {name}" if is_hub else f"--pretrained {tag}"
+    if hub is not None and hub_offline() and not hub.is_cached():
+        raise ClipedgeError(hub.missing(option))
     try:
         # Random init is seeded so a `--pretrained none` run rebuilds the same network for eval and export.
         with torch.random.fork_rng(devices=[]):
@@ -205,11 +232,15 @@ def load_backbone(
                 name, pretrained=tag, device="cpu", weights_only=True
             )
     except Exception as error:  # noqa: BLE001 - downloads fail in many library-specific ways
+        if hub is not None and not hub.is_cached():
+            raise ClipedgeError(hub.missing(option)) from None
         what = name if is_hub else f"{name} weights {tag!r}"
         raise ClipedgeError(
             f"--pretrained: could not load {what} ({type(error).__name__}); offline? "
             "pass --pretrained path/to/checkpoint.safetensors, or --pretrained none for random weights"
         ) from None
+    if hub is not None and not hub.is_cached():  # open_clip keeps an hf-hub model at random init, with a log line
+        raise ClipedgeError(hub.missing(option))
     if checkpoint is not None:
         _load_checkpoint_into(model, checkpoint, name)
     if source == NO_WEIGHTS:

@@ -17,7 +17,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(headers))]
 
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+    lines = [headers, ["-" * w for w in widths], *cells]
+    return "\n".join(format_row(values, widths, numeric) for values in lines)
 
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+def format_row(values: Sequence[str], widths: Sequence[int], numeric: Sequence[bool]) -> str:
+    """One line of a table: cells padded to ``widths`` (never cut), numbers right-aligned, text left-aligned.
+    Output that streams rows (``clipedge predict``) fixes the widths before the first row."""
+    return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()

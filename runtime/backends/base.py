@@ -25,7 +25,9 @@ class Backend(ABC):
     input_shape: tuple[int | None, ...]
     #: the input tensor's dtype as numpy names it ("uint8" for clipedge models)
     input_dtype: str
-    #: width of the probs output when the model states it, else None
+    #: the model's outputs, in order ("logits", "probs"[, "embeddings"] for clipedge exports)
+    output_names: list[str]
+    #: width of the class-score output (contract.score_output) when the model states it, else None
     num_classes: int | None = None
     #: batch sizes the model accepts: (min, max); max is None when unbounded
     batch_range: tuple[int, int | None] = (1, None)

@@ -18,9 +18,10 @@ from ..contract import (
     TENSORRT_PROVIDER,
     BatchProfile,
     cpu_graph_optimization,
+    score_output,
     tensorrt_provider_options,
 )
-from ..onnx_metadata import read_onnx_metadata
+from ..onnx_metadata import read_external_data, read_onnx_metadata
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,19 @@ def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> di
     batch = json.loads(metadata.get("input", "{}")).get("shape", [None])[0]
     profile = BatchProfile(batch, batch, batch) if isinstance(batch, int) else BatchProfile(1, max_batch, max_batch)
     return tensorrt_provider_options(cache, int(metadata["image_size"]), profile)
+
+
+def check_external_data(path: Path) -> None:
+    """Refuse a model whose external weight files are missing or short, naming them: onnxruntime's own error
+    for that is a shape-inference failure on the first tensor it cannot read."""
+    for location, needed in read_external_data(path).items():
+        data = path.parent / location
+        if not data.is_file():
+            raise ClipedgeError(f"model {path}: its weights live in {location}, which is missing beside it; "
+                                "copy that file next to the model")
+        if data.stat().st_size < needed:
+            raise ClipedgeError(f"model {path}: external data {location} is truncated "
+                                f"({data.stat().st_size} bytes, the model reads up to {needed})")
 
 
 Provider = str | tuple[str, dict[str, str]]
@@ -71,7 +85,8 @@ class OnnxRuntimeBackend(Backend):
 
         metadata = read_onnx_metadata(path)
         if metadata is None:
-            raise ClipedgeError(f"model {path}: not a valid ONNX model")
+            raise ClipedgeError(f"model {path}: not a valid ONNX model (truncated, or another format)")
+        check_external_data(path)
         chosen = choose_providers(ort.get_available_providers(), providers)
         options = ort.SessionOptions()
         if threads:
@@ -94,8 +109,8 @@ class OnnxRuntimeBackend(Backend):
         self.input_shape = tuple(_dim(d) for d in model_input.shape)
         self.input_dtype = ORT_DTYPES.get(model_input.type, model_input.type)
         self.output_names = [o.name for o in self.session.get_outputs()]
-        probs = {o.name: o for o in self.session.get_outputs()}.get("probs")
-        self.num_classes = _dim(probs.shape[-1]) if probs is not None and probs.shape else None
+        scores = {o.name: o for o in self.session.get_outputs()}.get(score_output(self.output_names) or "")
+        self.num_classes = _dim(scores.shape[-1]) if scores is not None and scores.shape else None
         batch = self.input_shape[0] if self.input_shape else None
         self.batch_range = (batch, batch) if batch else (1, None)
         log.info("running %s with onnxruntime's %s", path.name, self.provider)
