@@ -35,9 +35,7 @@ def calibrated_export(tmp_path_factory) -> tuple[Path, Path, Path]:
     run = root / "run"
     clipedge.train(data, run, method="clip-adapter", backbone="test-tiny-rn", pretrained="none", shots=2, views=1,
                    epochs=2, progress=False)
-    from clipedge.calibration.calibrate import calibrate
-
-    calibrate(run, progress=False)
+    validate(cli_json("calibrate", run, "--json"), "calibrate")  # the CLI's own JSON, and the manifest entry it writes
     from clipedge.export import export_model
 
     return data, run, export_model(run, parity_count=8, progress=False).artifact

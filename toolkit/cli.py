@@ -137,7 +137,9 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
 
     report = calibrate_run(run, target_frr=target_frr, seed=seed, device=device, progress=not as_json)
     if as_json:
-        click.echo(json.dumps(report.to_manifest(), indent=2))
+        from clipedge.runtime.schemas import SCHEMA_VERSIONS
+
+        click.echo(json.dumps({"schema_version": SCHEMA_VERSIONS["calibrate"], **report.to_manifest()}, indent=2))
         return
     click.echo(format_table(
         ["temperature", "ECE before", "ECE after", "NLL before", "NLL after"],

@@ -1,5 +1,5 @@
 """JSON Schemas of everything clipedge writes for other programs: ``eval --json``, ``bench --json``,
-``predict --json``, the run manifest, the engine sidecar and the ONNX metadata.
+``predict --json``, ``calibrate --json``, the run manifest, the engine sidecar and the ONNX metadata.
 
 They ship with the package (torch-free data) so a consumer can validate what it reads, and the test suite
 validates every JSON the CLI prints against them. Each document carries a ``schema_version`` (the run
@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 #: schema name -> the schema_version the current writers emit
-SCHEMA_VERSIONS = {"eval": 1, "bench": 1, "predict": 1, "manifest": 1, "sidecar": 1, "onnx_metadata": 1}
+SCHEMA_VERSIONS = {"eval": 1, "bench": 1, "predict": 1, "calibrate": 1, "manifest": 1, "sidecar": 1, "onnx_metadata": 1}
 
 
 @cache
