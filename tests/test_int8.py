@@ -38,8 +38,9 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     data = write_image_folder(root / "data", per_class=16)
     run = root / "run"
+    # a fixed recipe (the one this test was tuned with): whether INT8 passes its gate depends on the trained head
     clipedge.train(data, run, method="clip-adapter", backbone="test-tiny-vit", pretrained="none", shots=4, views=2,
-                   epochs=5, progress=False)
+                   epochs=5, recipe="fast", progress=False)
     return run
 
 

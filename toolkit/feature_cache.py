@@ -24,9 +24,10 @@ from .features import AUGMENT_SCALE, FeatureSet
 log = logging.getLogger(__name__)
 
 
-def cache_key(spec: BackboneSpec, samples: list[Sample], views: int, seed: int) -> str:
+def cache_key(spec: BackboneSpec, samples: list[Sample], views: int, seed: int,
+              scale: tuple[float, float] = AUGMENT_SCALE) -> str:
     digest = hashlib.sha256()
-    transform = {"views": views, "seed": seed, "scale": AUGMENT_SCALE} if views else {"eval": True}
+    transform = {"views": views, "seed": seed, "scale": list(scale)} if views else {"eval": True}
     digest.update(json.dumps({"backbone": spec.cache_identity(), "transform": transform}, sort_keys=True).encode())
     for sample in samples:
         stat = sample.path.stat()
