@@ -142,7 +142,8 @@ def test_bad_recipe_and_branch(image_folder, tmp_path):
                   "--recipe paper: expected one of official, fast", tmp_path)
     fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--branch", "audio"],
                   "--branch audio: expected one of visual, text, both", tmp_path)
-    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *BASE, "--method", "linear-probe", "--views", "4"],
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *BASE, "--method", "linear-probe", "--recipe", "official",
+                   "--views", "4"],
                   "--views 4: the official linear-probe recipe trains on un-augmented features", tmp_path)
 
 

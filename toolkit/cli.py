@@ -79,7 +79,7 @@ def main(verbose: bool) -> None:
 @click.option("--batch-size", type=int, help="Head training batch size (default: the method's recipe).")
 @click.option("--alpha", help="CLIP-Adapter blend ratio, or 'auto' to choose it on val (default 0.2).")
 @click.option("--branch", help="CLIP-Adapter branch: visual (default), text or both.")
-@click.option("--recipe", help="clip-adapter, linear-probe: official (default; README 'Recipes and deviations') or fast.")
+@click.option("--recipe", help="official or fast (clip-adapter: official, linear-probe: fast by default; README 'Recipes and deviations').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Head training precision.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Share a feature cache between runs (default RUN/cache).")

@@ -47,7 +47,7 @@ RECIPES = {
     "fast": Recipe("adamw", lr=5e-3, epochs=200, batch_size=32, weight_decay=0.01),
 }
 AUGMENTATIONS = {"official": Augmentation(OFFICIAL_VIEWS, DASSL_SCALE), "fast": Augmentation(10, TIP_ADAPTER_SCALE)}
-DEFAULT_RECIPE = "official"
+DEFAULT_RECIPE = "official"  # fast is not better on val: BENCHMARKS.md "Recipes"
 # fast recipe: above this many training images (ImageNet 16-shot is 16,000) batch 32 only adds per-step overhead.
 LARGE_DATA_IMAGES, LARGE_DATA_BATCH = 4096, 256
 
