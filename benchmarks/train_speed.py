@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from clipedge.heads import FewShotProblem, TrainOptions, head_class
+from clipedge.heads import FewShotProblem, head_class, head_options
 from clipedge.tables import format_table
 
 TARGETS_S = {"clip-adapter": 60.0, "tip-adapter": 10.0, "tip-adapter-f": 60.0}
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--batch-size", type=int, help="override each method's default batch size")
     parser.add_argument("--epochs", type=int, help="override the official epoch counts (for quick checks only)")
+    parser.add_argument("--recipe", default="fast", choices=["official", "fast"], help="CLIP-Adapter's recipe")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,7 +65,10 @@ def main() -> None:
     problem = imagenet_scale_problem(args.classes, args.shots, args.dim, args.views, val_per_class=4)
     rows, results = [], {}
     for method in args.methods.split(","):
-        options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, progress=not args.json)
+        trained = "epochs" in head_class(method).Options.method_fields()
+        options = head_options(method, epochs=args.epochs if trained else None, batch_size=args.batch_size if trained else None,
+                               recipe=args.recipe if method == "clip-adapter" else None,
+                               precision=args.precision, progress=not args.json)
         started = time.perf_counter()
         head = head_class(method).fit(problem, options)
         seconds = time.perf_counter() - started

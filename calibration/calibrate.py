@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from clipedge.errors import ClipedgeError
-from clipedge.heads import FewShotProblem, TrainOptions, head_class
+from clipedge.heads import FewShotProblem, head_class
 from clipedge.run_dir import Run, load_run, update_manifest
 from clipedge.run_features import RunFeatures
 
@@ -75,9 +75,7 @@ def open_set_auroc(run: Run, features: RunFeatures, seed: int) -> tuple[dict[str
         run.head.text_weights[known], float(run.head.logit_scale), train.features[:, train_mask], train_labels,
         val.features[val_mask], val_labels,
     )
-    hparams = run.head.hparams()
-    options = TrainOptions(alpha=hparams.get("alpha") if run.method == "clip-adapter" else None,
-                           branch=hparams.get("branch", "visual"), seed=seed, progress=False)
+    options = run.head.refit_options(run.manifest.get("training", {}), seed=seed, progress=False)
     head = head_class(run.method).fit(problem, options)
     with torch.no_grad():
         temperature = fit_temperature(head(problem.val_features), val_labels)

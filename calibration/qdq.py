@@ -31,12 +31,11 @@ import numpy as np
 import onnx
 
 from clipedge.errors import ClipedgeError
+from clipedge.export.fuse import HEAD_SCOPE
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: product ops whose outputs stay float (their consumers are LayerNorm, GELU, softmax, residual adds)
 FLOAT_OUTPUT_OP_TYPES = ("MatMul", "Gemm")
-#: the torch exporter records each node's module path; the head's nodes sit under this scope
-HEAD_SCOPE = "FusedClassifier/head"
 CALIBRATION_BATCH = 16
 
 

@@ -40,12 +40,10 @@ from clipedge.backbone import BackboneSpec
 from clipedge.heads import Head
 
 
-def fold_logit_scale(head: Head) -> Head:
-    """A copy of ``head`` with scale · W stored and the scale set to 1 (the heads multiply by it)."""
+def folded_copy(head: Head) -> Head:
+    """A copy of ``head`` with its logit scale folded into its constants (the head knows how)."""
     head = copy.deepcopy(head).eval()
-    with torch.no_grad():
-        head.text_weights.mul_(head.logit_scale)
-        head.logit_scale.fill_(1.0)
+    head.fold_logit_scale()
     return head
 
 
@@ -76,7 +74,7 @@ class FusedClassifier(nn.Module):
                  embeddings: bool = False, fold: bool = True, half_encoder: bool = False):
         super().__init__()
         self.visual = copy.deepcopy(visual).float().eval().requires_grad_(False)
-        self.head = (fold_logit_scale(head) if fold else copy.deepcopy(head).eval()).to(self.device)
+        self.head = (folded_copy(head) if fold else copy.deepcopy(head).eval()).to(self.device)
         mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device)
         std = torch.tensor(spec.std, dtype=torch.float32, device=self.device)
         conv = foldable_patch_embedding(self.visual) if fold else None
@@ -116,3 +114,7 @@ class FusedClassifier(nn.Module):
         # Cast before anything else: TensorRT accepts UINT8 only as a network input feeding a Cast, never as an
         # intermediate tensor (onnx-tensorrt: "all UINT8 inputs must directly feed into a cast layer").
         return self.classify(images.float().permute(0, 3, 1, 2))
+
+#: the module scope of the head's nodes: torch's exporter records ``<class>/<attribute>`` paths in each node's
+#: metadata, and ``FusedClassifier`` holds the head as ``self.head`` (INT8 keeps these nodes in float)
+HEAD_SCOPE = f"{FusedClassifier.__name__}/head"

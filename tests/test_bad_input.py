@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from clipedge.cli import main
 
-TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "2", "--views", "1", "--epochs", "1"]
+BASE = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "2"]
+TINY = [*BASE, "--views", "1", "--epochs", "1"]  # quick settings of the default method, clip-adapter
 
 
 def fails_cleanly(args: list, expected: str, tmp_path: Path | None = None) -> str:
@@ -127,7 +129,7 @@ def test_non_empty_run_needs_overwrite(image_folder, tmp_path):
 
 def test_newer_manifest_version_is_refused(image_folder, tmp_path):
     run = tmp_path / "run"
-    assert CliRunner().invoke(main, ["train", str(image_folder), "--out", str(run), *TINY, "--method", "zero-shot"]).exit_code == 0
+    assert CliRunner().invoke(main, ["train", str(image_folder), "--out", str(run), *BASE, "--method", "zero-shot"]).exit_code == 0
     manifest = json.loads((run / "clipedge.json").read_text())
     manifest["format_version"] = 99
     (run / "clipedge.json").write_text(json.dumps(manifest))
@@ -143,6 +145,28 @@ def test_not_a_run_directory(tmp_path):
 def test_bad_alpha_and_device(image_folder, tmp_path):
     fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--alpha", "lots"], "--alpha lots")
     fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--device", "tpu"], "--device tpu")
+
+
+@pytest.mark.parametrize(("method", "option", "takers"), [
+    ("tip-adapter", ["--alpha", "0.3"], "clip-adapter"),
+    ("tip-adapter", ["--branch", "text"], "clip-adapter"),
+    ("zero-shot", ["--recipe", "fast"], "clip-adapter or linear-probe"),
+    ("tip-adapter", ["--epochs", "5"], "clip-adapter or tip-adapter-f"),
+])
+def test_an_option_the_method_does_not_take_is_refused(image_folder, tmp_path, method, option, takers):
+    line = fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *BASE, "--method", method, *option],
+                         f"{option[0]}: --method {method} does not take this option", tmp_path)
+    assert line.endswith(f"it applies to --method {takers}")
+
+
+def test_bad_recipe_and_branch(image_folder, tmp_path):
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--recipe", "paper"],
+                  "--recipe paper: expected one of official, fast", tmp_path)
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *TINY, "--branch", "audio"],
+                  "--branch audio: expected one of visual, text, both", tmp_path)
+    fails_cleanly(["train", image_folder, "--out", tmp_path / "run", *BASE, "--method", "linear-probe", "--recipe", "official",
+                   "--views", "4"],
+                  "--views 4: the official linear-probe recipe trains on un-augmented features", tmp_path)
 
 
 def test_interrupted_training_leaves_no_run(image_folder, tmp_path, monkeypatch):

@@ -98,6 +98,6 @@ def test_target_frr_outside_zero_one(trained_run, frr):
 def test_run_without_val_says_how_to_make_one(tmp_path):
     data = write_image_folder(tmp_path / "data", per_class=2)  # 2 images per class: nothing is held out
     run = tmp_path / "run"
-    clipedge.train(data, run, method="zero-shot", backbone="test-tiny-vit", pretrained="none", shots=2, views=1, progress=False)
+    clipedge.train(data, run, method="zero-shot", backbone="test-tiny-vit", pretrained="none", shots=2, progress=False)
     result = CliRunner().invoke(main, ["calibrate", str(run)])
     assert result.exit_code == 2 and "'val' list" in result.stderr

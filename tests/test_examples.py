@@ -23,7 +23,7 @@ def model_and_video(tmp_path_factory):
     root = tmp_path_factory.mktemp("examples")
     run = root / "run"
     clipedge.train(write_image_folder(root / "data", per_class=8), run, method="zero-shot", backbone="test-tiny-vit",
-                   pretrained="none", shots=2, views=1, progress=False)
+                   pretrained="none", shots=2, progress=False)
     model = export_model(run, parity_count=8).artifact
     video = root / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (80, 60))

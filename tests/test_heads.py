@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipedge.heads import HEADS, FewShotProblem, TrainOptions, head_class
+from clipedge.heads import HEADS, FewShotProblem, head_class, head_options
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
 from clipedge.heads.tip_adapter import SEARCH_SCALE, TipAdapterFHead, TipAdapterHead, search_alpha_beta, search_grid
@@ -132,12 +132,12 @@ def test_learned_heads_beat_zero_shot_on_a_shifted_feature_task():
     problem, test, test_labels = synthetic_problem()
     # A larger α suits specialised data (the paper); the tiny problem needs more Tip-Adapter-F steps than 1/epoch.
     options = {
-        "clip-adapter": TrainOptions(epochs=100, alpha=0.6, progress=False, precision="fp32"),
-        "tip-adapter-f": TrainOptions(epochs=20, lr=1e-2, batch_size=32, progress=False, precision="fp32"),
+        "clip-adapter": head_options("clip-adapter", epochs=100, alpha=0.6, recipe="fast", progress=False, precision="fp32"),
+        "tip-adapter-f": head_options("tip-adapter-f", epochs=20, lr=1e-2, batch_size=32, progress=False, precision="fp32"),
     }
 
     def test_accuracy(kind: str) -> float:
-        head = head_class(kind).fit(problem, options.get(kind, TrainOptions(progress=False)))
+        head = head_class(kind).fit(problem, options.get(kind, head_options(kind, progress=False)))
         with torch.no_grad():
             return (head(test).argmax(1) == test_labels).float().mean().item()
 
@@ -150,14 +150,14 @@ def test_learned_heads_beat_zero_shot_on_a_shifted_feature_task():
 
 def test_alpha_auto_picks_from_the_grid_on_val():
     problem, _, _ = synthetic_problem(classes=4, shots=4)
-    head = ClipAdapterHead.fit(problem, TrainOptions(epochs=5, alpha="auto", progress=False))
+    head = ClipAdapterHead.fit(problem, head_options("clip-adapter", epochs=5, alpha="auto", progress=False))
     assert head.alpha in (0.1, 0.2, 0.4, 0.6, 0.8)
 
 
 @pytest.mark.parametrize("branch", ["text", "both"])
 def test_text_branch_folds_into_a_plain_classifier(branch):
     problem, test, _ = synthetic_problem(classes=4, shots=4)
-    head = ClipAdapterHead.fit(problem, TrainOptions(epochs=10, branch=branch, progress=False))
+    head = ClipAdapterHead.fit(problem, head_options("clip-adapter", epochs=10, branch=branch, progress=False))
     assert head.text_adapter is None
     assert not torch.allclose(head.text_weights, problem.text_weights)
     torch.testing.assert_close(head.text_weights.norm(dim=-1), torch.ones(4))
@@ -168,7 +168,8 @@ def test_text_branch_folds_into_a_plain_classifier(branch):
 @pytest.mark.parametrize("kind", list(HEADS))
 def test_every_head_restores_from_its_tensors(kind):
     problem, test, _ = synthetic_problem(classes=3, shots=2)
-    head = head_class(kind).fit(problem, TrainOptions(epochs=2, progress=False))
+    epochs = {"epochs": 2} if "epochs" in head_class(kind).Options.method_fields() else {}
+    head = head_class(kind).fit(problem, head_options(kind, progress=False, **epochs))
     restored = head_class(kind).restore(dict(head.state_dict()), head.hparams())
     with torch.no_grad():
         torch.testing.assert_close(restored(test), head(test))
@@ -176,7 +177,7 @@ def test_every_head_restores_from_its_tensors(kind):
 
 def test_tip_adapter_f_keeps_the_best_val_epoch_not_the_last():
     problem, _, _ = synthetic_problem(classes=4, shots=4)
-    head = TipAdapterFHead.fit(problem, TrainOptions(epochs=3, progress=False))
+    head = TipAdapterFHead.fit(problem, head_options("tip-adapter-f", epochs=3, progress=False))
     initial = TipAdapterHead.from_cache(problem).keys
     assert not torch.allclose(head.keys.detach(), initial)  # the keys did train
 
@@ -229,3 +230,57 @@ def test_grouped_cache_sum_equals_the_one_hot_matmul():
     general = TipAdapterHead.restore(dict(grouped.state_dict()), {**grouped.hparams(), "shots_per_class": None})
     with torch.no_grad():
         torch.testing.assert_close(grouped(test), general(test))
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_folding_the_logit_scale_keeps_every_heads_logits(kind):
+    problem, test, _ = synthetic_problem(classes=3, shots=2)
+    epochs = {"epochs": 2} if "epochs" in head_class(kind).Options.method_fields() else {}
+    head = head_class(kind).fit(problem, head_options(kind, progress=False, **epochs))
+    folded = head_class(kind).restore(dict(head.state_dict()), head.hparams())
+    folded.fold_logit_scale()
+    with torch.no_grad():
+        torch.testing.assert_close(folded(test), head(test))
+    if kind != "linear-probe":  # the probe's logits never use the scale
+        assert float(folded.logit_scale) == 1.0
+
+
+def test_official_clip_adapter_schedule_is_dassls_warmup_then_per_epoch_cosine():
+    """Against torch's own CosineAnnealingLR stepped once per epoch after one constant warm-up epoch
+    (Dassl's ConstantWarmupScheduler with WARMUP_RECOUNT)."""
+    from clipedge.heads.clip_adapter import RECIPES
+
+    recipe = RECIPES["official"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    expected = [1e-5]
+    for _ in range(1, recipe.epochs):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        cosine.step()
+    got = [recipe.learning_rate(epoch, step=3, steps_per_epoch=5) for epoch in range(recipe.epochs)]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert (recipe.optimizer, recipe.momentum, recipe.weight_decay, recipe.batch_size) == ("sgd", 0.9, 5e-4, 32)
+
+
+def test_fast_schedule_is_a_per_batch_cosine():
+    from clipedge.heads.tip_adapter import FINETUNE_RECIPE
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=FINETUNE_RECIPE.lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=FINETUNE_RECIPE.epochs * 4)
+    for epoch in range(FINETUNE_RECIPE.epochs):
+        for step in range(4):
+            assert FINETUNE_RECIPE.learning_rate(epoch, step, 4) == pytest.approx(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            cosine.step()
+
+
+def test_refit_options_keep_what_the_head_chose():
+    problem, _, _ = synthetic_problem(classes=4, shots=4)
+    head = ClipAdapterHead.fit(problem, head_options("clip-adapter", epochs=3, alpha="auto", branch="text", recipe="fast",
+                                                     progress=False))
+    recorded = {"epochs": 3, "alpha": "auto", "branch": "text", "recipe": "fast", "views": 10, "lr": None}
+    options = head.refit_options(recorded, seed=7, progress=False)
+    assert (options.alpha, options.branch, options.recipe, options.epochs, options.seed) == (head.alpha, "text", "fast", 3, 7)
+    tip = TipAdapterHead.from_cache(problem)
+    assert tip.refit_options({"alpha": 0.5, "branch": "visual", "views": 10}, seed=1) == head_options("tip-adapter", seed=1)

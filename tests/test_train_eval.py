@@ -16,7 +16,10 @@ from clipedge.cli import main
 from clipedge.heads import METHODS
 from clipedge.run_dir import FORMAT_VERSION, load_run
 
-TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "4", "--views", "2"]
+TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "4"]
+#: the quick settings each method takes (every other option is refused for it)
+QUICK = {"zero-shot": [], "linear-probe": [], "clip-adapter": ["--epochs", "3", "--views", "2"],
+         "tip-adapter": ["--views", "2"], "tip-adapter-f": ["--epochs", "3", "--views", "2"]}
 
 
 def invoke(*args: str):
@@ -26,7 +29,7 @@ def invoke(*args: str):
 @pytest.mark.parametrize("method", METHODS)
 def test_train_then_eval_every_method(image_folder, tmp_path, method):
     run = tmp_path / "run"
-    result = invoke("train", image_folder, "--out", run, "--method", method, "--epochs", "3", *TINY)
+    result = invoke("train", image_folder, "--out", run, "--method", method, *QUICK[method], *TINY)
     assert result.exit_code == 0, result.output
     assert "zero-shot test top-1" in result.output and method in result.output
     assert {p.name for p in run.iterdir()} >= {"clipedge.json", "head.safetensors", "cache", "split.json"}
@@ -64,7 +67,7 @@ def test_manifest_round_trips(image_folder, tmp_path):
 
 def test_second_run_reuses_the_cache(image_folder, tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
-    options = dict(backbone="test-tiny-vit", pretrained="none", shots=2, views=2, method="zero-shot", progress=False)
+    options = dict(backbone="test-tiny-vit", pretrained="none", shots=2, method="zero-shot", progress=False)
     clipedge.train(image_folder, run, **options)
     calls = []
     original = features_module.extract_features
@@ -83,7 +86,7 @@ def test_eval_on_another_folder(image_folder, tmp_path):
     from conftest import write_image_folder
 
     run = tmp_path / "run"
-    clipedge.train(image_folder, run, method="linear-probe", backbone="test-tiny-vit", pretrained="none", shots=4, views=2, progress=False)
+    clipedge.train(image_folder, run, method="linear-probe", backbone="test-tiny-vit", pretrained="none", shots=4, progress=False)
     other = write_image_folder(tmp_path / "other", per_class=4, seed=7)
     report = clipedge.evaluate(run, other, progress=False)
     assert report.num_images == 12 and report.split == "all"

@@ -25,9 +25,10 @@ from .features import AUGMENT_SCALE, FeatureSet, extract_features
 log = logging.getLogger(__name__)
 
 
-def cache_key(spec: BackboneSpec, samples: list[Sample], views: int, seed: int) -> str:
+def cache_key(spec: BackboneSpec, samples: list[Sample], views: int, seed: int,
+              scale: tuple[float, float] = AUGMENT_SCALE) -> str:
     digest = hashlib.sha256()
-    transform = {"views": views, "seed": seed, "scale": AUGMENT_SCALE} if views else {"eval": True}
+    transform = {"views": views, "seed": seed, "scale": list(scale)} if views else {"eval": True}
     digest.update(json.dumps({"backbone": spec.cache_identity(), "transform": transform}, sort_keys=True).encode())
     for sample in samples:
         stat = sample.path.stat()
@@ -72,14 +73,15 @@ class FeatureCache:
 
 def cached_features(
     spec: BackboneSpec, backbone: Callable[[], Backbone], cache: FeatureCache, split: str,
-    samples: list[Sample], views: int, seed: int, progress: bool,
+    samples: list[Sample], views: int, seed: int, progress: bool, scale: tuple[float, float] = AUGMENT_SCALE,
 ) -> FeatureSet:
     """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss."""
-    key = cache_key(spec, samples, views, seed)
+    key = cache_key(spec, samples, views, seed, scale)
     found = cache.load(split, key)
     if found is not None:
         log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
         return found
-    features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features", progress=progress)
+    features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features",
+                                progress=progress, scale=scale)
     cache.save(split, key, features)
     return features

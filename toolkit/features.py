@@ -1,7 +1,8 @@
 """Image features from the frozen encoder: eval-transform features and augmented training views.
 
-Augmentation follows the papers (random resized crop at scale 0.5–1 with
-bicubic interpolation, horizontal flip). Each (view, image) pair reseeds the
+Augmentation follows the papers (random resized crop with the model's
+interpolation, horizontal flip) at the scale range of the head's recipe
+(Tip-Adapter's 0.5–1 by default, Dassl's 0.08–1 for CLIP-Adapter's official one). Each (view, image) pair reseeds the
 RNG from the run seed, so features are identical across runs, worker counts
 and machines, which is what makes the cache key honest.
 """
@@ -44,11 +45,18 @@ class FeatureSet:
         return self.features.shape[0] if self.features.dim() == 3 else 1
 
 
-def augment_transform(spec: BackboneSpec) -> Callable:
+def as_views(features: FeatureSet) -> FeatureSet:
+    """Training features as [V, N, D]: eval-transform features ([N, D]) become one view."""
+    if features.features.dim() == 3:
+        return features
+    return FeatureSet(features.features.unsqueeze(0), features.labels, features.relpaths)
+
+
+def augment_transform(spec: BackboneSpec, scale: tuple[float, float] = AUGMENT_SCALE) -> Callable:
     return transforms.Compose(
         [
             transforms.RandomResizedCrop(
-                spec.image_size, scale=AUGMENT_SCALE, interpolation=INTERPOLATIONS.get(spec.interpolation, INTERPOLATIONS["bicubic"])
+                spec.image_size, scale=scale, interpolation=INTERPOLATIONS.get(spec.interpolation, INTERPOLATIONS["bicubic"])
             ),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
@@ -104,13 +112,14 @@ def extract_features(
     workers: int = 0,
     description: str = "features",
     progress: bool = True,
+    scale: tuple[float, float] = AUGMENT_SCALE,
 ) -> FeatureSet:
-    """Features under the eval transform (``views=0``) or under ``views`` augmented views."""
+    """Features under the eval transform (``views=0``) or under ``views`` augmented views at crop ``scale``."""
     if views == 0:
         features, kept, failed = _encode(backbone, _ImageList(samples, backbone.eval_transform, None), batch_size, workers, description, progress)
         stacked = features[kept]
     else:
-        transform = augment_transform(backbone.spec)
+        transform = augment_transform(backbone.spec, scale)
         per_view, failed_any = [], set()
         for view in range(views):
             dataset = _ImageList(samples, transform, seed * 1009 + view)

@@ -14,7 +14,7 @@ from .backbone import Backbone, load_backbone_from_spec
 from .data import LabelledImages, read_split_file
 from .devices import resolve_device
 from .feature_cache import FeatureCache, cached_features
-from .features import FeatureSet
+from .features import AUGMENT_SCALE, FeatureSet, as_views
 from .run_dir import CACHE_DIR, SPLIT_FILE, Run
 
 
@@ -40,10 +40,15 @@ class RunFeatures:
         return self._backbone
 
     def split(self, name: str) -> FeatureSet:
-        """``train`` gives the augmented views the head was trained on ([V, N, D]); val and test [N, D]."""
+        """``train`` gives the views the head was trained on ([V, N, D]; V = 1 for eval-transform features);
+        val and test [N, D]."""
         if name not in self._splits:
-            views, seed = (self.run.manifest["training"]["views"], self.run.manifest["seed"]) if name == "train" else (0, 0)
-            self._splits[name] = cached_features(
-                self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed, self.progress
+            training = self.run.manifest["training"]
+            views, seed = (training["views"], self.run.manifest["seed"]) if name == "train" else (0, 0)
+            scale = tuple(training.get("augment_scale") or AUGMENT_SCALE)
+            features = cached_features(
+                self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed,
+                self.progress, scale,
             )
+            self._splits[name] = as_views(features) if name == "train" else features
         return self._splits[name]

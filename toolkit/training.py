@@ -10,7 +10,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
 from .devices import resolve_device
 from .errors import ClipedgeError
 from .feature_cache import FeatureCache, cached_features
-from .features import FeatureSet
-from .heads import FewShotProblem, Head, TrainOptions, head_class
+from .features import FeatureSet, as_views
+from .heads import FewShotProblem, Head, TrainOptions, head_class, head_options
 from .heads.base import accuracy
 from .heads.zero_shot import ZeroShotHead
 from .prompts import build_text_classifier, resolve_templates
@@ -54,12 +54,14 @@ class TrainConfig:
     split: Path | None = None
     split_seed: int = 0
     templates: str = "single"
-    views: int = 10
+    # The method's own options (None: its recipe's default); each method refuses those it does not take.
+    views: int | None = None
     epochs: int | None = None
     lr: float | None = None
     batch_size: int | None = None
     alpha: float | str | None = None
-    branch: str = "visual"
+    branch: str | None = None
+    recipe: str | None = None
     device: str = "auto"
     precision: str = "auto"
     overwrite: bool = False
@@ -83,22 +85,20 @@ class _Features:
     test: FeatureSet
 
 
-def _validate(config: TrainConfig) -> tuple[type[Head], list[str]]:
+METHOD_OPTIONS = ("views", "epochs", "lr", "batch_size", "alpha", "branch", "recipe")
+
+
+def _validate(config: TrainConfig, device: str) -> tuple[type[Head], TrainOptions, list[str]]:
+    """The head class, its validated options and the templates; every method-specific check is the head's."""
     head_cls = head_class(config.method)
     if config.shots < 1:
         raise ClipedgeError(f"--shots {config.shots}: expected a positive number of images per class")
-    if config.views < 1:
-        raise ClipedgeError(f"--views {config.views}: expected at least 1 augmented view")
-    for name in ("epochs", "batch_size"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ClipedgeError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
-    if config.lr is not None and config.lr <= 0:
-        raise ClipedgeError(f"--lr {config.lr}: expected a positive learning rate")
-    if isinstance(config.alpha, float) and not 0 <= config.alpha <= 1 and config.method == "clip-adapter":
-        raise ClipedgeError(f"--alpha {config.alpha}: CLIP-Adapter's blend ratio must lie in [0, 1]")
+    options = head_options(
+        config.method, seed=config.seed, device=device, precision=config.precision, progress=config.progress,
+        **{name: getattr(config, name) for name in METHOD_OPTIONS},
+    )
     check_output_dir(config.out, config.overwrite)
-    return head_cls, resolve_templates(config.templates)
+    return head_cls, options, resolve_templates(config.templates)
 
 
 def _split_json(data: LabelledImages, few_shot: list[Sample]) -> dict[str, list]:
@@ -111,8 +111,8 @@ def _split_json(data: LabelledImages, few_shot: list[Sample]) -> dict[str, list]
 
 
 def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, head: Head, templates: list[str],
-              features: _Features, metrics: dict, timings: dict) -> dict[str, Any]:
-    options = {k: v for k, v in asdict(config).items() if k in ("epochs", "lr", "batch_size", "alpha", "branch", "views", "precision")}
+              features: _Features, options: TrainOptions, metrics: dict, timings: dict) -> dict[str, Any]:
+    training = {**options.to_record(), **options.augmentation().to_record(), "precision": config.precision}
     return {
         "format_version": FORMAT_VERSION,
         "clipedge_version": __version__,
@@ -132,7 +132,7 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
             "skipped_files": len(data.skipped),
         },
         "seed": config.seed,
-        "training": options,
+        "training": training,
         "metrics": metrics,
         "timings_s": timings,
         "versions": {"clipedge": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
@@ -142,8 +142,9 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
 def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
     """Train a head on few-shot features and write a run directory; see :class:`TrainConfig`."""
     config = TrainConfig(data=Path(data), out=Path(out), **options)
-    head_cls, templates = _validate(config)
     device = resolve_device(config.device)
+    head_cls, train_options, templates = _validate(config, device)
+    augmentation = train_options.augmentation()
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -156,7 +157,8 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
         cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
         mark = time.perf_counter()
         features = _Features(
-            train=cached_features(backbone.spec, lambda: backbone, cache, "train", few_shot, config.views, config.seed, config.progress),
+            train=as_views(cached_features(backbone.spec, lambda: backbone, cache, "train", few_shot, augmentation.views,
+                                           config.seed, config.progress, augmentation.scale)),
             val=cached_features(backbone.spec, lambda: backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
             test=cached_features(backbone.spec, lambda: backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
         )
@@ -170,17 +172,13 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
             text_weights, backbone.logit_scale, features.train.features, features.train.labels,
             features.val.features, features.val.labels,
         )
-        train_options = TrainOptions(
-            epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, alpha=config.alpha,
-            branch=config.branch, seed=config.seed, device=device, precision=config.precision, progress=config.progress,
-        )
         mark = time.perf_counter()
         head = head_cls.fit(problem, train_options)
         timings["head"] = time.perf_counter() - mark
 
-        metrics = _metrics(head, ZeroShotHead.fit(problem, train_options), features)
+        metrics = _metrics(head, ZeroShotHead.fit(problem, TrainOptions()), features)
         timings["total"] = time.perf_counter() - started
-        write_run_files(staging, _manifest(config, backbone, dataset, head, templates, features, metrics, timings), head)
+        write_run_files(staging, _manifest(config, backbone, dataset, head, templates, features, train_options, metrics, timings), head)
         (staging / SPLIT_FILE).write_text(json.dumps(_split_json(dataset, few_shot)) + "\n", encoding="utf-8")
     return TrainResult(config.out, head.kind, config.shots, metrics, timings)
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
+
+from ..errors import ClipedgeError
+from .recipe import Augmentation, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ class FewShotProblem:
 
     text_weights: torch.Tensor  # [C, D], rows L2-normalised
     logit_scale: float
-    train_features: torch.Tensor  # [V, N, D] raw augmented views
+    train_features: torch.Tensor  # [V, N, D] raw augmented views ([1, N, D]: eval-transform features)
     train_labels: torch.Tensor  # [N]
     val_features: torch.Tensor | None = None  # [M, D] raw, eval transform
     val_labels: torch.Tensor | None = None
@@ -42,19 +45,75 @@ class FewShotProblem:
         return self.val_features is not None and len(self.val_features) > 0
 
 
-@dataclass
-class TrainOptions:
-    """User-facing knobs; ``None`` means the method's own default (the papers' recipe)."""
+COMMON_OPTIONS = ("seed", "device", "precision", "progress")
 
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    alpha: float | str | None = None  # a number, "auto" (chosen on val), or None for the default
-    branch: str = "visual"
+
+def option_flag(name: str) -> str:
+    """The command-line spelling of an option field: ``batch_size`` → ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def require_positive(name: str, value: float | None, what: str) -> None:
+    if value is not None and value <= 0:
+        raise ClipedgeError(f"{option_flag(name)} {value}: expected {what}")
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    """What every head accepts: how to run, not what to learn. Each head's ``Options`` subclass adds the
+    knobs it owns; ``None`` there means the method's own default (its recipe)."""
+
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"  # fp32, bf16, or auto (bf16 where the hardware has it)
     progress: bool = True
+
+    @classmethod
+    def method_fields(cls) -> tuple[str, ...]:
+        """The options this method owns, beyond the common ones."""
+        return tuple(f.name for f in fields(cls) if f.name not in COMMON_OPTIONS)
+
+    def validate(self) -> None:
+        """Refuse values this method cannot use, with the option's name; called by the factory."""
+
+    def augmentation(self) -> Augmentation:
+        """The training features this method needs; by default one eval-transform feature per image."""
+        return Augmentation(views=0)
+
+    def to_record(self) -> dict[str, Any]:
+        """The method's own options for the manifest (``refit_options`` reads them back)."""
+        return {name: getattr(self, name) for name in self.method_fields()}
+
+
+@dataclass(kw_only=True)
+class ViewOptions(TrainOptions):
+    """Options of a method that learns from augmented views of its training images."""
+
+    views: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive("views", self.views, "at least 1 augmented view")
+
+
+@dataclass(kw_only=True)
+class OptimisedOptions(ViewOptions):
+    """Options of a method trained by gradient descent."""
+
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive("epochs", self.epochs, "a positive integer")
+        require_positive("batch_size", self.batch_size, "a positive integer")
+        require_positive("lr", self.lr, "a positive learning rate")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ClipedgeError(f"{option_flag(name)} {value}: expected one of {', '.join(choices)}")
 
 
 class Head(nn.Module, metaclass=ABCMeta):
@@ -62,6 +121,8 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     kind: ClassVar[str]
     trains: ClassVar[bool] = False
+    #: the options this method accepts; the factory (``head_options``) refuses any other
+    Options: ClassVar[type[TrainOptions]] = TrainOptions
 
     def __init__(self, text_weights: torch.Tensor, logit_scale: float):
         super().__init__()
@@ -78,6 +139,24 @@ class Head(nn.Module, metaclass=ABCMeta):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments beyond W and the scale; stored in the manifest."""
         return {}
+
+    @torch.no_grad()
+    def fold_logit_scale(self) -> None:
+        """Store scale · W and set the scale to 1, in place: the same logits with one multiply fewer per image.
+
+        Export calls it on its own copy of the head; heads whose logits do not use the scale override it.
+        """
+        self.text_weights.mul_(self.logit_scale)
+        self.logit_scale.fill_(1.0)
+
+    def refit_options(self, recorded: dict[str, Any], **common: Any) -> TrainOptions:
+        """Options that fit this method again on other data (calibration's held-out classes) the way this
+        head was fitted: the run's recorded options, with what this head chose for itself kept fixed."""
+        given = {name: recorded[name] for name in self.Options.method_fields() if recorded.get(name) is not None}
+        given.pop("views", None)  # the refit reads the run's cached features; views are already chosen
+        options = self.Options(**given, **common)
+        options.validate()
+        return options
 
     @classmethod
     @abstractmethod
@@ -123,18 +202,16 @@ def train_head(
     head: Head,
     problem: FewShotProblem,
     options: TrainOptions,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    optimizer_kwargs: dict[str, Any] | None = None,
+    recipe: Recipe,
     keep_best_on_val: bool = False,
     description: str = "train",
 ) -> Head:
-    """Cross-entropy training of ``head``'s trainable parameters on cached augmented views.
+    """Cross-entropy training of ``head``'s trainable parameters on cached augmented views, per ``recipe``.
 
-    AdamW with a cosine schedule. With ``keep_best_on_val`` the epoch with the
-    best validation accuracy is kept (never the test set: that is the flaw in
-    the official Tip-Adapter-F script that this avoids).
+    Each epoch shows every image once, as one randomly chosen cached view. With
+    ``keep_best_on_val`` the epoch with the best validation accuracy is kept
+    (never the test set: that is the flaw in the official Tip-Adapter-F script
+    that this avoids).
     """
     device = torch.device(options.device)
     generator = torch.Generator().manual_seed(options.seed)
@@ -145,19 +222,19 @@ def train_head(
     views, labels = problem.train_features, problem.train_labels
     num_views, num_images = views.shape[0], views.shape[1]
     views, labels = views.to(device), labels.to(device)
-    params = [p for p in head.parameters() if p.requires_grad]
-    # The fused kernel matters at scale: Tip-Adapter-F updates 16M key parameters per step at ImageNet scale.
-    optimizer = torch.optim.AdamW(params, lr=lr, fused=True, **(optimizer_kwargs or {}))
+    optimizer = recipe.optimizer_for([p for p in head.parameters() if p.requires_grad])
+    batch_size = recipe.batch_size
     steps_per_epoch = math.ceil(num_images / batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     dtype = autocast_dtype(options.precision, device)
     best_state, best_accuracy = None, -1.0
-    bar = tqdm(range(epochs), desc=description, unit="epoch", disable=not options.progress, leave=False)
-    for _ in bar:
+    bar = tqdm(range(recipe.epochs), desc=description, unit="epoch", disable=not options.progress, leave=False)
+    for epoch in bar:
         head.train()
         order = torch.randperm(num_images, generator=generator).to(device)
         chosen_views = torch.randint(num_views, (num_images,), generator=generator).to(device)
-        for start in range(0, num_images, batch_size):
+        for step, start in enumerate(range(0, num_images, batch_size)):
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.learning_rate(epoch, step, steps_per_epoch)
             index = order[start : start + batch_size]
             batch = views[chosen_views[index], index]
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -165,7 +242,6 @@ def train_head(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
         if keep_best_on_val and problem.has_val:
             score = val_accuracy(head, problem, dtype=dtype)
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")

@@ -10,13 +10,16 @@ configuration), never on test.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .base import FewShotProblem, Head, TrainOptions, train_head
+from .base import FewShotProblem, Head, OptimisedOptions, ViewOptions, train_head
+from .recipe import TIP_ADAPTER_SCALE, Augmentation, Recipe
+from .registry import register_head
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,26 @@ SEARCH_SCALE = (7.0, 3.0)  # (β max, α max): the official ImageNet configurati
 #: too where the best point of the ImageNet grid lies on its upper edge (search_alpha_beta)
 WIDE_SEARCH_SCALE = (13.0, 13.0)
 SEARCH_STEPS = (200, 20)  # (β values, α values)
-FINETUNE_DEFAULTS = {"epochs": 20, "lr": 1e-3, "batch_size": 256}
+#: the official Tip-Adapter-F recipe (ImageNet configuration): AdamW with eps 1e-4, cosine per batch
+FINETUNE_RECIPE = Recipe("adamw", lr=1e-3, epochs=20, batch_size=256, weight_decay=0.01, eps=1e-4)
+#: the official cache: ``augment_epoch`` 10 views per image at RandomResizedCrop scale 0.5–1 + flip
+CACHE_AUGMENTATION = Augmentation(10, TIP_ADAPTER_SCALE)
+
+
+def _cache_views(views: int | None) -> Augmentation:
+    return Augmentation(views or CACHE_AUGMENTATION.views, CACHE_AUGMENTATION.scale)
+
+
+@dataclass(kw_only=True)
+class TipAdapterOptions(ViewOptions):
+    def augmentation(self) -> Augmentation:
+        return _cache_views(self.views)
+
+
+@dataclass(kw_only=True)
+class TipAdapterFOptions(OptimisedOptions):
+    def augmentation(self) -> Augmentation:
+        return _cache_views(self.views)
 
 
 def search_grid(scale: float, steps: int) -> torch.Tensor:
@@ -34,10 +56,12 @@ def search_grid(scale: float, steps: int) -> torch.Tensor:
     return 0.1 + torch.arange(steps, dtype=torch.float64) * (scale - 0.1) / steps
 
 
+@register_head
 class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
+    Options = TipAdapterOptions
 
     def __init__(
         self,
@@ -83,20 +107,11 @@ class TipAdapterHead(Head):
         return head
 
     @classmethod
-    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> "TipAdapterHead":
+    def fit(cls, problem: FewShotProblem, options: TipAdapterOptions | TipAdapterFOptions) -> "TipAdapterHead":
         head = cls.from_cache(problem)
         if cls.trains:
-            train_head(
-                head,
-                problem,
-                options,
-                epochs=options.epochs or FINETUNE_DEFAULTS["epochs"],
-                lr=options.lr or FINETUNE_DEFAULTS["lr"],
-                batch_size=options.batch_size or FINETUNE_DEFAULTS["batch_size"],
-                optimizer_kwargs={"eps": 1e-4},
-                keep_best_on_val=True,
-                description=cls.kind,
-            )
+            recipe = FINETUNE_RECIPE.overridden(options.epochs, options.lr, options.batch_size)
+            train_head(head, problem, options, recipe, keep_best_on_val=True, description=cls.kind)
         if problem.has_val:
             head.alpha, head.beta = search_alpha_beta(head, problem, progress=options.progress)
         else:
@@ -104,11 +119,13 @@ class TipAdapterHead(Head):
         return head.eval()
 
 
+@register_head
 class TipAdapterFHead(TipAdapterHead):
     """Tip-Adapter with trainable keys, initialised from the cache."""
 
     kind = "tip-adapter-f"
     trains = True
+    Options = TipAdapterFOptions
 
 
 ROWS_PER_CHUNK = 128  # val rows per pass: keeps the [rows, keys] block in cache at ImageNet scale

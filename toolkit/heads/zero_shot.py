@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from .base import FewShotProblem, Head, TrainOptions
+from .registry import register_head
 
 
+@register_head
 class ZeroShotHead(Head):
     """logits = scale · norm(f) · Wᵀ"""
 

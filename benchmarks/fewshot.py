@@ -1,0 +1,266 @@
+"""The papers' few-shot protocol on CoOp's 11 datasets, for users who have the data and the weights.
+
+For each dataset found under ``--root`` (CoOp's layout, see coop_datasets.py),
+each shot count and seed: CoOp's few-shot split (``shots`` training images per
+class drawn by the seed, a val set of min(shots, 4) images per class drawn
+the same way, the full test set), then every method with its default recipe
+and CoOp's prompt for the dataset, each cell as ``clipedge train`` computes it
+(benchmarks/cells.py). One backbone per run, loaded once. Features are cached
+per dataset and shared by every method and seed (test features are encoded once). Each finished cell is appended to
+``results.csv`` at once, so a killed run continues where it stopped; the
+markdown table (``results.md``, mean ± std over seeds, with the papers'
+published numbers beside a cell where they exist, marked "reported") and a
+plot per dataset are rewritten at the end. A dataset whose folder or split
+file is missing is reported and skipped.
+
+    python benchmarks/fewshot.py --root DATA --out results/ --backbone RN50 --pretrained openai
+    python benchmarks/fewshot.py --root DATA --datasets OxfordPets,EuroSAT --shots 1,4 --seeds 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from cells import FewShotCells
+from clipedge.backbone import Backbone, load_backbone
+from clipedge.data import Sample, read_split_file
+from clipedge.errors import ClipedgeError
+from clipedge.figures import pyplot, save_png
+from clipedge.heads import METHODS
+from clipedge.training import resolve_device
+from coop_datasets import DATASETS, CoOpDataset, Row, dataset_named
+
+FIELDS = ["dataset", "backbone", "pretrained", "method", "shots", "seed", "val_top1", "test_top1", "head_s"]
+RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
+VAL_SHOTS_CAP = 4  # CoOp: val keeps min(shots, 4) images per class
+#: published top-1 % (PAPERS.md; "reported", as the papers give them): (dataset, backbone, weights, shots) -> method -> %
+PUBLISHED = {
+    ("ImageNet", "RN50", "openai", 16): {"zero-shot": 58.18, "linear-probe": 55.87, "clip-adapter": 63.59,
+                                         "tip-adapter": 62.03, "tip-adapter-f": 65.51},
+}
+
+
+def few_shot_val(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
+    """CoOp's val for a cell: min(shots, 4) images per class, drawn by the cell's seed."""
+    by_class: dict[int, list[Sample]] = {}
+    for sample in sorted(samples, key=lambda s: s.relpath):
+        by_class.setdefault(sample.label, []).append(sample)
+    chosen = []
+    for label, members in sorted(by_class.items()):
+        random.Random(f"val:{seed}:{label}").shuffle(members)
+        chosen += members[: min(shots, VAL_SHOTS_CAP)]
+    return chosen
+
+
+def write_split(path: Path, splits: dict[str, list[Row]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({k: [list(r) for r in v] for k, v in splits.items()}) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def read_results(path: Path) -> list[dict]:
+    """Complete rows of an earlier run; a row cut short by a kill is dropped (and rewritten away)."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()  # the line being written when the run stopped
+    rows = [row for row in csv.DictReader(lines) if all(row.get(f) not in (None, "") for f in FIELDS)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(partial, path)
+    return rows
+
+
+def append_result(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def cell_key(row: dict) -> tuple:
+    return row["dataset"], row["backbone"], row["pretrained"], row["method"], int(row["shots"]), int(row["seed"])
+
+
+def run_dataset(dataset: CoOpDataset, args: argparse.Namespace, done: set, results_path: Path,
+                backbone: Callable[[], Backbone]) -> int:
+    """Every missing cell of one dataset; returns how many were run."""
+    work = args.out / "work" / dataset.name
+    split = write_split(work / "split.json", dataset.read(args.root))
+    cells = [(k, s, m) for s in args.seeds for k in args.shots for m in args.methods
+             if (dataset.name, args.backbone, args.pretrained, m, k, s) not in done]
+    if not cells:
+        return 0
+    runner = FewShotCells(backbone(), read_split_file(args.root / dataset.folder, split), [dataset.template],
+                          args.out / "cache" / dataset.name)
+    for shots, seed, method in tqdm(cells, desc=dataset.name, unit="cell", disable=args.quiet):
+        scores = runner.run(method, shots, seed, val=few_shot_val(runner.data.splits["val"], shots, seed))
+        append_result(results_path, {
+            "dataset": dataset.name, "backbone": args.backbone, "pretrained": args.pretrained, "method": method,
+            "shots": shots, "seed": seed, "val_top1": f"{scores['val_top1']:.6f}",
+            "test_top1": f"{scores['test_top1']:.6f}", "head_s": f"{scores['head_s']:.3f}",
+        })
+    return len(cells)
+
+
+def summarise(rows: list[dict], backbone: str, pretrained: str) -> dict[str, dict[str, dict[int, dict[str, list[float]]]]]:
+    """dataset -> method -> shots -> {"val": [...], "test": [...]} over seeds, for this run's backbone."""
+    table: dict = {}
+    for row in rows:
+        if (row["backbone"], row["pretrained"]) != (backbone, pretrained):
+            continue
+        cell = table.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault(int(row["shots"]), {"val": [], "test": []})
+        cell["val"].append(100 * float(row["val_top1"]))
+        cell["test"].append(100 * float(row["test_top1"]))
+    return table
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def markdown(summary: dict, backbone: str, pretrained: str, shots: list[int]) -> str:
+    lines = [f"# Few-shot results: {backbone} ({pretrained})", "",
+             "Top-1 %, mean ± std over seeds (n = seeds done). Test decides nothing: every choice inside a run "
+             "(α, β, epoch, L2 penalty) is made on val; `reported` is the paper's published figure.", ""]
+    for dataset, by_method in summary.items():
+        for split in ("test", "val"):
+            lines += [f"## {dataset}: {split} top-1", "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+                      "|---|" + "---|" * len(shots)]
+            for method in METHODS:
+                if method not in by_method:
+                    continue
+                cells = []
+                for k in shots:
+                    values = by_method[method].get(k, {}).get(split)
+                    text = f"{mean_std(values)} (n={len(values)})" if values else "—"
+                    published = PUBLISHED.get((dataset, backbone, pretrained, k), {}).get(method)
+                    if published is not None and split == "test":
+                        text += f" · reported {published:.2f}"
+                    cells.append(text)
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(dataset: str, by_method: dict, backbone: str, pretrained: str, shots: list[int], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method in (m for m in METHODS if m in by_method):
+        points = [(k, by_method[method][k]["test"]) for k in shots if k in by_method[method]]
+        means = [statistics.fmean(v) for _, v in points]
+        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
+        line = ax.errorbar([k for k, _ in points], means, yerr=spread, fmt="--" if method == "zero-shot" else "-o",
+                           capsize=3, label=method)
+        for k in shots:
+            published = PUBLISHED.get((dataset, backbone, pretrained, k), {}).get(method)
+            if published is not None:
+                ax.plot([k], [published], "*", markersize=11, color=line[0].get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title(f"{dataset}, {backbone} ({pretrained}); ★ reported")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="CoOp's DATASET.ROOT: one folder per dataset")
+    parser.add_argument("--out", type=Path, default=Path("fewshot-results"))
+    parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of: {', '.join(DATASETS)}")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--shots", default="1,2,4,8,16")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--backbone", default="RN50")
+    parser.add_argument("--pretrained", default="openai")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    args.datasets = [dataset_named(name.strip()) for name in args.datasets.split(",") if name.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ClipedgeError(f"--methods {unknown[0]}: unknown method; expected some of {', '.join(METHODS)}")
+    try:
+        args.shots = [int(k) for k in args.shots.split(",")]
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ClipedgeError("--shots/--seeds: expected comma-separated integers, e.g. 1,2,4,8,16") from None
+    if not args.root.is_dir():
+        raise ClipedgeError(f"--root {args.root}: no such folder")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / RESULTS_CSV
+    rows = read_results(results_path)
+    done = {cell_key(row) for row in rows}
+    if done:
+        print(f"resuming: {len(done)} cell(s) already in {results_path}", flush=True)
+    loaded: list[Backbone] = []
+
+    def backbone() -> Backbone:  # loaded on the first dataset that has work to do, then shared
+        if not loaded:
+            loaded.append(load_backbone(args.backbone, args.pretrained, device=resolve_device(args.device)))
+        return loaded[0]
+
+    ran, skipped = 0, []
+    for dataset in args.datasets:
+        try:
+            ran += run_dataset(dataset, args, done, results_path, backbone)
+        except ClipedgeError as error:
+            skipped.append(dataset.name)
+            print(f"skipped {dataset.name}: {error}", file=sys.stderr, flush=True)
+    summary = summarise(read_results(results_path), args.backbone, args.pretrained)
+    wanted = {d.name for d in args.datasets}
+    summary = {name: by_method for name, by_method in summary.items() if name in wanted}
+    (args.out / RESULTS_MD).write_text(markdown(summary, args.backbone, args.pretrained, args.shots) + "\n", encoding="utf-8")
+    for name, by_method in summary.items():
+        plot(name, by_method, args.backbone, args.pretrained, args.shots, args.out / f"{name}.png")
+    print(f"{ran} cell(s) run, {len(skipped)} dataset(s) skipped ({', '.join(skipped) or 'none'}); "
+          f"table: {args.out / RESULTS_MD}, cells: {results_path}", flush=True)
+    if not summary:
+        print(f"Error: no dataset under {args.root} could be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        status = main()
+    except ClipedgeError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        status = 2
+    sys.exit(status)
