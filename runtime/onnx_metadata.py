@@ -1,7 +1,7 @@
 """Read an ONNX file's ``metadata_props`` (and where its external weights live) without onnx or a session.
 
 The backend must know a model's precision before it creates the onnxruntime
-session: onnxruntime's CPU graph fusions crash the process (a segfault, not an
+session: onnxruntime's CPU graph fusions (seen with 1.32, 2026-11) crash the process (a segfault, not an
 exception) on fp16 transformer graphs at the highest level, so fp16 models get a less fused session.
 Reading metadata through a throwaway session would load the weights twice,
 and the ``onnx`` package is not a runtime dependency. ``metadata_props`` is

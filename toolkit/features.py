@@ -40,10 +40,6 @@ class FeatureSet:
     labels: torch.Tensor
     relpaths: list[str]
 
-    @property
-    def num_views(self) -> int:
-        return self.features.shape[0] if self.features.dim() == 3 else 1
-
 
 def as_views(features: FeatureSet) -> FeatureSet:
     """Training features as [V, N, D]: eval-transform features ([N, D]) become one view."""

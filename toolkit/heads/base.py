@@ -227,7 +227,10 @@ def train_head(
     steps_per_epoch = math.ceil(num_images / batch_size)
     dtype = autocast_dtype(options.precision, device)
     best_state, best_accuracy = None, -1.0
-    bar = tqdm(range(recipe.epochs), desc=description, unit="epoch", disable=not options.progress, leave=False)
+    # miniters=1: an epoch can take minutes at ImageNet scale, and tqdm's adaptive interval, set by a fast first
+    # epoch, would otherwise hold the bar at 0/N until the end
+    bar = tqdm(range(recipe.epochs), desc=description, unit="epoch", disable=not options.progress, leave=False,
+               miniters=1)
     for epoch in bar:
         head.train()
         order = torch.randperm(num_images, generator=generator).to(device)

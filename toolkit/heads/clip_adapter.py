@@ -97,7 +97,6 @@ class ClipAdapterHead(Head):
     """logits = scale · norm(α·A(f) + (1−α)·f) · Wᵀ"""
 
     kind = "clip-adapter"
-    trains = True
     Options = ClipAdapterOptions
 
     def __init__(
