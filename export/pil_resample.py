@@ -112,6 +112,7 @@ def pil_resize(pixels: np.ndarray, out_width: int, out_height: int, interpolatio
 
 
 def resample_rows(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """One Pillow pass over the last axis of a uint8 array: ``clip((pixels @ matrixᵀ + 2**21) >> 22)``."""
-    total = pixels.astype(np.int64) @ matrix.T + (1 << (PRECISION_BITS - 1))
+    """One Pillow pass over the last axis of a uint8 array: ``clip((pixels @ matrixᵀ + 2**21) >> 22)``. The sums
+    run as float64 BLAS products: every partial sum is an integer below 2**40, exact in a 53-bit mantissa."""
+    total = (pixels.astype(np.float64) @ matrix.T.astype(np.float64)).astype(np.int64) + (1 << (PRECISION_BITS - 1))
     return np.clip(total >> PRECISION_BITS, 0, 255).astype(np.uint8)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,17 @@ import numpy as np
 from clipedge.errors import ClipedgeError
 
 Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One box of one image file, as ``clipedge predict --boxes`` lists it."""
+
+    path: Path
+    box: Box
+
+    def __str__(self) -> str:
+        return f"{self.path} [{', '.join(map(str, self.box))}]"
 
 
 def check_boxes(boxes: Any, width: int, height: int, source: str = "boxes") -> list[Box]:

@@ -138,7 +138,7 @@ class Classifier:
         """Raw outputs (``logits``, ``probs``, ...) for a uint8 [N, S, S, 3] RGB batch (a ``--frame`` model: a batch
         of its camera frames), run in chunks."""
         expected = self.input_sample_shape
-        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.shape[1:] != expected:
             got = f"{batch.dtype} {list(batch.shape)}" if isinstance(batch, np.ndarray) else type(batch).__name__
             raise ClipedgeError(f"frames: expected uint8 [N, {', '.join(map(str, expected))}], got {got}")
         if not len(batch):

@@ -268,7 +268,7 @@ TENSORRT_OPTIMIZATION_LEVEL = 3  # TensorRT's default; 4-5 search longer for lit
 
 
 def tensorrt_provider_options(cache_dir: str | Path, image_size: int, profile: BatchProfile,
-                              fp16_anywhere: bool = False) -> dict[str, str]:
+                              fp16_anywhere: bool = False, frame: FrameInput | None = None) -> dict[str, str]:
     """Options for onnxruntime's TensorRT execution provider: one profile over the model's batch range, engine
     and timing caches in ``cache_dir``.
 
@@ -276,12 +276,13 @@ def tensorrt_provider_options(cache_dir: str | Path, image_size: int, profile: B
     the cached profile makes onnxruntime rebuild the engine (microsoft/onnxruntime#16889). With
     ``fp16_anywhere`` off, onnxruntime builds a strongly typed TensorRT network (it does whenever neither
     fp16 nor int8 is enabled), which keeps the fp16 export's fp32 head and softmax, and an INT8 model's Q/DQ
-    placement, exactly as the export gate checked them.
+    placement, exactly as the export gate checked them. A ``--frame`` model's profile is over its camera frame.
     """
     cache = str(Path(cache_dir))
+    sample = frame.sample_shape if frame else (image_size, image_size, 3)
 
     def shape(batch: int) -> str:
-        return f"{INPUT_NAME}:{batch}x{image_size}x{image_size}x3"
+        return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *sample))
 
     return {
         "trt_fp16_enable": str(fp16_anywhere),
