@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from clipedge.errors import ClipedgeError
+from clipedge.runtime.frame_geometry import FILTER_SUPPORT
 
 PRECISION_BITS = 32 - 8 - 2
 
@@ -56,8 +57,8 @@ def _lanczos(x: float) -> float:
     return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
 
 
-#: interpolation name → (filter, support), as Resample.c defines them
-FILTERS = {"bicubic": (_bicubic, 2.0), "bilinear": (_bilinear, 1.0), "lanczos": (_lanczos, 3.0)}
+#: interpolation name → filter, as Resample.c defines them (their reach: runtime.frame_geometry.FILTER_SUPPORT)
+FILTERS = {"bicubic": _bicubic, "bilinear": _bilinear, "lanczos": _lanczos}
 
 
 def resample_matrix(in_size: int, out_size: int, interpolation: str = "bicubic") -> np.ndarray:
@@ -65,7 +66,7 @@ def resample_matrix(in_size: int, out_size: int, interpolation: str = "bicubic")
     if interpolation not in FILTERS:
         raise ClipedgeError(f"interpolation {interpolation!r}: a --frame export reproduces PIL's "
                             f"{', '.join(FILTERS)} resampling; nearest is not supported")
-    filter_fn, filter_support = FILTERS[interpolation]
+    filter_fn, filter_support = FILTERS[interpolation], FILTER_SUPPORT[interpolation]
     scale = in_size / out_size  # Pillow: (double)(in1 - in0) / outSize with in0 = 0, in1 = inSize
     filterscale = max(scale, 1.0)
     support = filter_support * filterscale

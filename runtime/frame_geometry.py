@@ -23,6 +23,10 @@ from clipedge.errors import ClipedgeError
 from .contract import RESIZE_MODES
 
 
+#: how far each resampling filter reaches, in output pixels (Pillow's ``src/libImaging/Resample.c``)
+FILTER_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "nearest": 0.5, "lanczos": 3.0}
+
+
 @dataclass(frozen=True)
 class AxisPlan:
     """One axis: the input length, its resized length, and where output pixel 0 lies in resized coordinates

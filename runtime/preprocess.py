@@ -5,10 +5,12 @@ else (decoding, colour order, resizing, cropping) happens here, torch-free.
 open_clip's eval transform is, per ``resize_mode``: ``shortest`` (the default)
 resizes the shortest side to the model size and centre-crops, ``squash``
 resizes to a square ignoring the aspect ratio, ``longest`` resizes the longest
-side and pads with black. The resampling is PIL's own (antialiased), exactly
-what torchvision does on PIL images, so results agree with training-time
-preprocessing to within one grey level (tests check this on photographs).
-Frames already at model size skip all of it.
+side and pads with black. The exact path resamples with PIL's own
+(antialiased) filters, exactly what torchvision does on PIL images, so results
+agree with training-time preprocessing to within one grey level (tests check
+this on photographs); the fast path (``quality="fast"``) crops first and
+box-reduces before resampling, a few grey levels away at a fraction of the
+cost. Frames already at model size skip all of it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image
 from clipedge.errors import ClipedgeError
 from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
 
-from .frame_geometry import AxisPlan, FramePlan, plan_frame
+from .frame_geometry import FILTER_SUPPORT, AxisPlan, FramePlan, plan_frame
 
 INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -32,8 +34,6 @@ INTERPOLATIONS = {
 }
 
 
-#: how far each filter reaches, in output pixels (Pillow's Resample.c ``support``)
-FILTER_SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "nearest": 0.5, "lanczos": 3.0}
 RESIZE_QUALITIES = ("fast", "exact")
 #: PIL ``reducing_gap`` of the fast path: box-average down to this many times the target size, then resample
 FAST_REDUCING_GAP = 2.0
