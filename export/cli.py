@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
+from clipedge.runtime.contract import COLOUR_MATRICES, PIXEL_FORMATS, parse_frame
 from clipedge.tables import format_table
 
 from .formats import FORMATS, validate_export_options
@@ -50,21 +51,32 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--process-mode", type=click.Choice(["primary", "secondary", "both"]),
               help="--format deepstream: which nvinfer configs to write (full frames, detector crops; default both).")
 @click.option("--overwrite", is_flag=True, help="--format deepstream: replace a non-empty --out folder.")
+@click.option("--frame", help="WIDTHxHEIGHT, e.g. 1920x1080: the model takes the camera's raw frame and does colour "
+                               "conversion, resize and centre crop in the graph, exactly as the runtime's PIL path.")
+@click.option("--pixel-format", default="rgb", show_default=True, type=click.Choice(list(PIXEL_FORMATS)),
+              help="--frame: rgb or bgr uint8 [N, H, W, 3], or nv12, one uint8 [N, H*3/2, W] plane.")
+@click.option("--colour-matrix", type=click.Choice(list(COLOUR_MATRICES)),
+              help="--pixel-format nv12: the limited-range YCbCr matrix (default: GStreamer's, bt709 above 576 "
+                   "lines, bt601 up to 576).")
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
                    embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
                    calib: Path | None, calib_count: int, calib_method: str, min_agreement: float,
-                   process_mode: str | None, overwrite: bool) -> None:
+                   process_mode: str | None, overwrite: bool, frame: str | None, pixel_format: str,
+                   colour_matrix: str | None) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
     context = click.get_current_context()
     given = {name for name in context.params
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT} - {"run", "format_"}
     validate_export_options(format_, given)  # before torch loads: a wrong combination fails in milliseconds
+    if frame:
+        parse_frame(frame, pixel_format, colour_matrix)
     from .exporter import export_model
 
     int8_options = Int8Options(calib, calib_count, calib_method, min_agreement) if int8 else None
     result = export_model(run, out=out, format=format_, fp16=fp16, batch=batch, embeddings=embeddings,
                           fixed_batch=fixed_batch, opset=opset, device=device, timing_cache=timing_cache,
-                          int8=int8_options, process_mode=process_mode, overwrite=overwrite)
+                          int8=int8_options, process_mode=process_mode, overwrite=overwrite, frame=frame,
+                          pixel_format=pixel_format, colour_matrix=colour_matrix)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],

@@ -20,11 +20,13 @@ from clipedge.calibration.int8_options import Int8Options
 from clipedge.devices import resolve_device
 from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, load_run
-from clipedge.runtime.contract import sidecar_path
+from clipedge.runtime.contract import parse_frame, sidecar_path
+from clipedge.runtime.preprocess import prepare_files
 
 from .batch import resolve_batch
 from .files import check_destination, publish, staging_folder
 from .formats import validate_export_options
+from .frame_input import FrameClassifier
 from .fuse import FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .onnx_export import OPSET, check_opset, to_onnx
@@ -33,6 +35,7 @@ from .parity import (
     ParityReference,
     ParityResult,
     compare,
+    frame_reference_outputs,
     onnxruntime_probs,
     parity_images,
     reference_outputs,
@@ -103,6 +106,9 @@ def export_model(
     progress: bool = True,
     process_mode: str | None = None,
     overwrite: bool = False,
+    frame: str | None = None,
+    pixel_format: str = "rgb",
+    colour_matrix: str | None = None,
 ) -> ExportResult:
     """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
 
@@ -111,16 +117,22 @@ def export_model(
     unless ``int8`` is given: then the INT8 QDQ model (clipedge.calibration.int8) is exported, gated on the
     run's test images against fp32, and is what an engine is built from. ``format="deepstream"`` writes the
     folder of clipedge.export.deepstream (``out`` is that folder; ``process_mode`` and ``overwrite`` are its own).
+    ``frame="1920x1080"`` makes the input the raw camera frame in ``pixel_format`` (rgb, bgr, nv12 with
+    ``colour_matrix``) with colour conversion, resize and crop in the graph (clipedge.export.frame_input), gated on
+    the run's images placed in such frames.
     """
     started = time.perf_counter()
     given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
                                       ("timing_cache", timing_cache), ("embeddings", embeddings),
-                                      ("process_mode", process_mode), ("overwrite", overwrite)) if value}
+                                      ("process_mode", process_mode), ("overwrite", overwrite), ("frame", frame),
+                                      ("pixel_format", pixel_format != "rgb"), ("colour_matrix", colour_matrix))
+             if value}
     validate_export_options(format, given)
     if format == "deepstream":
         from .deepstream import export_deepstream
 
         return export_deepstream(run_dir, out, fp16, batch, process_mode or "both", overwrite, opset, device, parity_count)
+    frame_input = parse_frame(frame, pixel_format, colour_matrix) if frame else None
     check_opset(opset)
     if parity_count < 1:
         raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
@@ -148,9 +160,15 @@ def export_model(
     reference_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings)
     exported_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature, embeddings,
                                       half_encoder=True) if fp16 else reference_module
-    graph = to_onnx(exported_module, spec.image_size, static_batch, opset)
-    metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset)
-    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, parity_count))
+    if frame_input:
+        exported_module = FrameClassifier(exported_module, frame_input, spec.image_size, spec.interpolation,
+                                          spec.resize_mode)
+    graph = to_onnx(exported_module, spec.image_size, static_batch, opset,
+                    frame_input.sample_shape if frame_input else None)
+    metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset, frame_input)
+    paths = parity_images(run, parity_count)
+    reference = (frame_reference_outputs(run, backbone, reference_module, temperature, paths, frame_input)
+                 if frame_input else reference_outputs(run, backbone, reference_module, temperature, paths))
     onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact, precision)
     related: dict[str, Path] = {}
     quantization = None
@@ -158,9 +176,12 @@ def export_model(
         graph_onnx = staging / ("fp32.onnx" if int8 else onnx_path.name)
         set_onnx_metadata(graph.model, {**metadata, "precision": "fp16" if fp16 else "fp32"})
         onnx.save(graph.model, str(graph_onnx))
-        parity = graph_parity = compare(onnxruntime_probs(graph_onnx, device)(reference.frames), reference,
-                                        "fp16" if fp16 else "fp32", temperature)
+        model_probs = onnxruntime_probs(graph_onnx, device)
+        parity = graph_parity = compare(model_probs(reference.frames), reference, "fp16" if fp16 else "fp32", temperature)
         _gate(graph_parity, run, "ONNX model")
+        if not frame_input:  # the runtime's fast CPU resize, measured on the same images (recorded, not gated)
+            metadata["fast_resize_parity"] = compare(model_probs(fast_resized_frames(paths, spec)), reference,
+                                                     "fp16" if fp16 else "fp32", temperature).to_dict()
         staged_onnx = staging / onnx_path.name
         if int8:
             quantized = quantize_int8(graph_onnx, staged_onnx, images, _cpu_probs, int8.method, int8.min_agreement,
@@ -185,6 +206,12 @@ def export_model(
         publish(staged_onnx, onnx_path)
     return ExportResult(artifact, format, precision, artifact.stat().st_size, graph.nodes_before, graph.nodes_after,
                         parity.to_dict(), time.perf_counter() - started, related, quantization)
+
+
+def fast_resized_frames(paths: list[Path], spec: Any) -> Any:
+    """The parity images through the runtime's fast resize (``resize_quality="fast"``), at model size."""
+    frames, _ = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode, quality="fast")
+    return frames
 
 
 def _cpu_probs(model_path: Path, frames: Any) -> Any:

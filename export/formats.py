@@ -16,6 +16,8 @@ from clipedge.errors import ClipedgeError
 COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int8"})
 #: options that only mean something with --int8
 INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement"})
+#: options that only mean something with --frame (the camera-frame input)
+FRAME_OPTIONS = frozenset({"pixel_format", "colour_matrix"})
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class ExportFormat:
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)", frozenset({"batch", "fixed_batch"})),
+    ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)",
+                 frozenset({"batch", "fixed_batch", "frame", *FRAME_OPTIONS})),
     ExportFormat("engine", "a TensorRT engine built on this machine's GPU",
                  frozenset({"batch", "fixed_batch", "timing_cache"})),
     ExportFormat("deepstream", "a folder for DeepStream's Gst-nvinfer: float NCHW ONNX, labels, config_infer_*.txt",
@@ -56,6 +59,11 @@ def validate_export_options(format: str, given: set[str]) -> ExportFormat:
     for name in sorted(given & INT8_OPTIONS):
         if "int8" not in given:
             raise ClipedgeError(f"{option_flag(name)} configures INT8 calibration: add --int8 or drop it")
+    for name in sorted(given & FRAME_OPTIONS):
+        if "frame" not in given:
+            raise ClipedgeError(f"{option_flag(name)} describes the camera frame: add --frame WIDTHxHEIGHT or drop it")
+    if "frame" in given and "int8" in given:
+        raise ClipedgeError("--frame and --int8: INT8 calibration feeds model-size images; export --frame in fp32 or --fp16")
     if format == "onnx" and "batch" in given and "fixed_batch" not in given:
         raise ClipedgeError("--batch: a dynamic ONNX accepts any batch size; --batch needs --fixed-batch "
                             "or --format engine (its optimisation profile)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clipedge.runtime.contract import INPUT_NAME, encode_metadata, output_names
+from clipedge.runtime.contract import INPUT_NAME, FrameInput, encode_metadata, frame_input_spec, output_names
 from clipedge.runtime.schemas import SCHEMA_VERSIONS
 from clipedge.version import __version__
 
@@ -23,14 +23,16 @@ def calibration_of(run: Run) -> dict[str, Any]:
     return run.manifest.get("calibration") or {}
 
 
-def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int | None, opset: int) -> dict[str, Any]:
+def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int | None, opset: int,
+                   frame: FrameInput | None = None) -> dict[str, Any]:
     spec = run.backbone_spec
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSIONS["onnx_metadata"],
         "class_names": run.class_names,
         "image_size": str(spec.image_size),
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
-                  "shape": [fixed_batch or "N", spec.image_size, spec.image_size, 3]},
+                  "shape": [fixed_batch or "N", spec.image_size, spec.image_size, 3]}
+        if frame is None else frame_input_spec(frame, fixed_batch),
         "outputs": output_names(embeddings),
         "interpolation": spec.interpolation,
         "resize_mode": spec.resize_mode,

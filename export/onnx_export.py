@@ -25,6 +25,7 @@ import torch
 
 from clipedge.errors import ClipedgeError
 
+from .frame_input import FrameClassifier
 from .fuse import FusedClassifier
 from .metadata import INPUT_NAME, output_names
 
@@ -52,10 +53,13 @@ class OnnxGraph:
         return next(entry.version for entry in self.model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
-def to_onnx(module: FusedClassifier, image_size: int, fixed_batch: int | None = None, opset: int = OPSET) -> OnnxGraph:
-    """Export, optimise, infer shapes and fully check the fused module (uint8 NHWC frames in)."""
+def to_onnx(module: FusedClassifier | FrameClassifier, image_size: int, fixed_batch: int | None = None,
+            opset: int = OPSET, sample_shape: tuple[int, ...] | None = None) -> OnnxGraph:
+    """Export, optimise, infer shapes and fully check the fused module (input: one uint8 sample of
+    ``sample_shape``, by default an RGB image at model size)."""
     # Trace with batch 2 for a dynamic model: a batch of 1 would let the tracer specialise the batch dimension.
-    example = torch.zeros(fixed_batch or 2, image_size, image_size, 3, dtype=torch.uint8, device=module.device)
+    shape = sample_shape or (image_size, image_size, 3)
+    example = torch.zeros(fixed_batch or 2, *shape, dtype=torch.uint8, device=module.device)
     return trace_to_onnx(module, example, INPUT_NAME, output_names(module.with_embeddings), fixed_batch is None, opset)
 
 

@@ -26,7 +26,9 @@ from clipedge.run_dir import Run
 from clipedge.run_features import run_data
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from clipedge.runtime.contract import run_in_batches
+from clipedge.runtime.contract import FrameInput, run_in_batches
+from clipedge.runtime.nv12 import nv12_to_rgb, rgb_to_nv12
+from PIL import Image
 from torchvision import transforms as T
 
 from .fuse import FusedClassifier
@@ -114,8 +116,17 @@ def exact_fp32() -> Iterator[None]:
 def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
                       paths: list[Path]) -> ParityReference:
     """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``."""
+    return image_reference(run, backbone, fused, temperature, [load_rgb(path) for path in paths])
+
+
+@torch.no_grad()
+@exact_fp32()
+def image_reference(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
+                    images: list[Image.Image]) -> ParityReference:
+    """Both references on PIL images of any size; ``frames`` are the model-size frames open_clip's resize and
+    crop made of them (what a model-size export is fed)."""
     to_model_size, to_tensor = split_eval_transform(backbone.eval_transform)
-    pil_images = [to_model_size(load_rgb(path)) for path in paths]
+    pil_images = [to_model_size(image) for image in images]
     frames = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in pil_images])
     fused_probs, pipeline_probs = [], []
     for start in range(0, len(frames), REFERENCE_BATCH):
@@ -125,6 +136,26 @@ def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temp
         logits = run.head(backbone.encode_images(pixels))
         pipeline_probs.append((logits / (temperature or 1.0)).softmax(dim=-1))
     return ParityReference(frames, torch.cat(fused_probs).numpy(), torch.cat(pipeline_probs).numpy())
+
+
+def camera_frame(path: Path, frame: FrameInput) -> tuple[np.ndarray, Image.Image]:
+    """One of the run's images as a camera would deliver it at ``frame``'s size and pixel format (the model's
+    input), and the RGB picture the PIL pipeline sees in that frame (for NV12: after the integer decoding)."""
+    rgb = np.asarray(load_rgb(path).resize((frame.width, frame.height), Image.Resampling.BICUBIC))
+    if frame.pixel_format == "nv12":
+        planes = rgb_to_nv12(rgb, frame.colour_matrix or "bt601")
+        return planes, Image.fromarray(nv12_to_rgb(planes, frame.colour_matrix or "bt601"))
+    model_input = np.ascontiguousarray(rgb[..., ::-1]) if frame.pixel_format == "bgr" else rgb
+    return model_input, Image.fromarray(rgb)
+
+
+def frame_reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
+                            paths: list[Path], frame: FrameInput) -> ParityReference:
+    """The references of a ``--frame`` export: the run's images placed in camera frames of that size, the
+    frames fed to the export as they are and to both references through the PIL pipeline."""
+    inputs, pictures = zip(*(camera_frame(path, frame) for path in paths))
+    reference = image_reference(run, backbone, fused, temperature, list(pictures))
+    return ParityReference(np.stack(inputs), reference.fused, reference.pipeline)
 
 
 def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,

@@ -24,13 +24,20 @@ The report (``clipedge bench --json``)::
                   "torch":    {... the same keys; only with --compare-torch},
                   "latency_ratio_p50": float,    # runtime p50 / baseline p50; only with --baseline
                   "speedup_p50": float,          # torch p50 / runtime p50; only with --compare-torch
-                  "speedup_throughput": float}]} # runtime images/s / torch images/s; only with --compare-torch
+                  "speedup_throughput": float,   # runtime images/s / torch images/s; only with --compare-torch
+                  "frame": {... the same keys; only with --frame: camera frames through Classifier},
+                  "frame_overhead_p50": float}], # frame p50 / runtime (model-only) p50; only with --frame
+     "frame_size": "WxH" | null, "jpeg": "generated" | FILE | null, "duration_s": float | null,
+     "resize_quality": "fast" | "exact" | null,      # the Classifier's CPU resize (null: a --frame model)
+     "fast_resize_parity": {...} | null,             # the fast resize's figures, recorded at export
+     "model_frame": {"width", "height", "pixel_format", ...} | null}   # a --frame model's input
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from importlib import import_module
@@ -41,6 +48,8 @@ import numpy as np
 
 from clipedge.errors import ClipedgeError
 
+from .contract import parse_frame
+from .frame_bench import frame_pipeline
 from .preprocess import prepare_files
 from .schemas import SCHEMA_VERSIONS
 
@@ -65,13 +74,14 @@ def summarise(batch: int, seconds: np.ndarray) -> Measurement:
 
 
 def measure_alternating(pipelines: dict[str, Callable[[np.ndarray], object]], frames: np.ndarray, iterations: int,
-                        warmup: int, rounds: int = 5) -> dict[str, Measurement]:
+                        warmup: int, rounds: int = 5, duration: float | None = None) -> dict[str, Measurement]:
     """Time several pipelines on the same frames in alternating blocks (A×k, B×k, A×k, ...).
 
     On a shared machine, load comes and goes; timing all of A and then all of
     B lets it fall on one side only. Alternating ``rounds`` blocks spreads it
     over both, while each block is long enough that switching thread pools
-    costs little.
+    costs little. With ``duration`` (seconds), blocks of ``iterations / rounds`` calls keep alternating until
+    that much time has passed, however many calls that takes.
     """
     if iterations < 1 or warmup < 0 or rounds < 1:
         raise ClipedgeError(f"iterations {iterations}, warmup {warmup}: expected iterations ≥ 1 and warmup ≥ 0")
@@ -80,9 +90,16 @@ def measure_alternating(pipelines: dict[str, Callable[[np.ndarray], object]], fr
             run_batch(frames)
     times: dict[str, list[float]] = {name: [] for name in pipelines}
     block = -(-iterations // rounds)
-    while len(next(iter(times.values()))) < iterations:
+    started = time.perf_counter()
+
+    def more() -> bool:
+        if duration is not None:
+            return time.perf_counter() - started < duration
+        return len(next(iter(times.values()))) < iterations
+
+    while more():
         for name, run_batch in pipelines.items():
-            for _ in range(min(block, iterations - len(times[name]))):
+            for _ in range(block if duration is not None else min(block, iterations - len(times[name]))):
                 start = time.perf_counter()
                 run_batch(frames)
                 times[name].append(time.perf_counter() - start)
@@ -96,7 +113,12 @@ def measure(run_batch: Callable[[np.ndarray], object], frames: np.ndarray, itera
 
 def random_frames(batch: int, size: int, seed: int = 0) -> np.ndarray:
     """Camera-like input: uint8 [batch, size, size, 3] noise (the models' cost does not depend on content)."""
-    return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    return model_inputs(batch, (size, size, 3), seed)
+
+
+def model_inputs(batch: int, sample_shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """uint8 noise of a model's input shape (model-size images, or a ``--frame`` model's camera frames)."""
+    return np.random.default_rng(seed).integers(0, 256, (batch, *sample_shape), dtype=np.uint8)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -132,16 +154,27 @@ def _recorded_parity(classifier: Any) -> dict[str, Any] | None:
 def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmup: int = 10, threads: int | None = None,
               providers: list[str] | None = None, torch_run: str | Path | None = None,
               cuda_graph: bool = False, rounds: int = 5, baseline: str | Path | None = None,
-              images: list[Path] | None = None) -> dict[str, Any]:
+              images: list[Path] | None = None, frame: str | None = None, jpeg: str | None = None,
+              duration: float | None = None, resize_quality: str = "fast") -> dict[str, Any]:
     """Measure ``model`` through the runtime at each batch size, with ``baseline`` (another exported model)
     and the eager pipeline of ``torch_run`` in alternating rounds (see :func:`measure_alternating`).
-    ``images`` (files) measure the top-1 agreement of model and baseline."""
+    ``images`` (files) measure the top-1 agreement of model and baseline. ``frame`` ("1920x1080") also times
+    whole camera frames through the Classifier (``jpeg``: "" for a generated JPEG, or a file), see frame_bench."""
     from .classifier import Classifier
 
+    if jpeg is not None and not frame:
+        raise ClipedgeError("--jpeg: times decoding camera frames; give --frame WIDTHxHEIGHT too")
+    if duration is not None and duration <= 0:
+        raise ClipedgeError(f"--duration {duration}: expected a positive number of seconds")
+    if frame:
+        parse_frame(frame)
+
     def open_model(path: str | Path) -> Classifier:
-        return Classifier(path, providers=providers, batch_size=max(batches), threads=threads, cuda_graph=cuda_graph)
+        return Classifier(path, providers=providers, batch_size=max(batches), threads=threads, cuda_graph=cuda_graph,
+                          resize_quality=resize_quality)
 
     with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clipedge-bench-")))
         classifier = stack.enter_context(open_model(model))
         other = stack.enter_context(open_model(baseline)) if baseline else None
         if other is not None and other.image_size != classifier.image_size:
@@ -159,6 +192,10 @@ def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmu
             "baseline": {"model": str(baseline), "backend": other.backend_name,
                          "precision": other.metadata.get("precision")} if other else None,
             "recorded_parity": _recorded_parity(classifier), "agreement": None, "results": [],
+            "frame_size": frame, "jpeg": None if jpeg is None else (jpeg or "generated"), "duration_s": duration,
+            "resize_quality": None if classifier.frame else classifier.resize_quality,
+            "fast_resize_parity": json.loads(classifier.metadata.get("fast_resize_parity", "null")),
+            "model_frame": classifier.frame.to_dict() if classifier.frame else None,
         }
         if other is not None and images:
             frames = image_frames(classifier, images)
@@ -169,15 +206,17 @@ def run_bench(model: str | Path, batches: list[int], iterations: int = 50, warmu
                 pipelines["baseline"] = lambda f: other.infer(f)["probs"]
             if reference is not None:
                 pipelines["torch"] = reference
-            report["results"].append(compare_pipelines(pipelines, random_frames(batch, classifier.image_size),
-                                                       iterations, warmup, rounds))
+            if frame:
+                pipelines["frame"] = frame_pipeline(classifier, frame, batch, jpeg, workdir)
+            report["results"].append(compare_pipelines(pipelines, model_inputs(batch, classifier.input_sample_shape),
+                                                       iterations, warmup, rounds, duration))
     return report
 
 
 def compare_pipelines(pipelines: dict[str, Callable[[np.ndarray], object]], frames: np.ndarray, iterations: int,
-                      warmup: int, rounds: int) -> dict[str, Any]:
+                      warmup: int, rounds: int, duration: float | None = None) -> dict[str, Any]:
     """One batch size's entry of the report: each pipeline's measurement and the runtime's ratios to the others."""
-    measured = measure_alternating(pipelines, frames, iterations, warmup, rounds)
+    measured = measure_alternating(pipelines, frames, iterations, warmup, rounds, duration)
     runtime = measured["runtime"]
     entry: dict[str, Any] = {"batch": len(frames), **{name: m.to_dict() for name, m in measured.items()}}
     if "baseline" in measured:
@@ -185,6 +224,8 @@ def compare_pipelines(pipelines: dict[str, Callable[[np.ndarray], object]], fram
     if "torch" in measured:
         entry["speedup_p50"] = measured["torch"].p50_ms / runtime.p50_ms
         entry["speedup_throughput"] = runtime.images_per_s / measured["torch"].images_per_s
+    if "frame" in measured:
+        entry["frame_overhead_p50"] = measured["frame"].p50_ms / runtime.p50_ms
     return entry
 
 
@@ -199,11 +240,13 @@ def image_frames(classifier: Any, paths: list[Path]) -> np.ndarray:
 def report_rows(report: dict[str, Any]) -> list[list[Any]]:
     """Table rows (what, batch, p50, p90, p99, images/s, p50 ratio to baseline, speed-up) of a :func:`run_bench` report."""
     names = {"runtime": f"{report['backend']} {report['precision'] or ''}".strip(), "torch": "pytorch eager"}
+    if report.get("frame_size"):
+        names["frame"] = f"frame {report['frame_size']}{' jpeg' if report['jpeg'] else ''} → probs"
     if report["baseline"]:
         names["baseline"] = f"baseline: {report['baseline']['backend']} {report['baseline']['precision'] or ''}".strip()
     rows = []
     for entry in report["results"]:
-        for key in ("runtime", "baseline", "torch"):
+        for key in ("runtime", "baseline", "torch", "frame"):
             if key in entry:
                 m = entry[key]
                 ratio = round(entry["latency_ratio_p50"], 2) if key == "runtime" and "latency_ratio_p50" in entry else None

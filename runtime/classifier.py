@@ -19,18 +19,21 @@ import numpy as np
 from clipedge.errors import ClipedgeError
 
 from .backends import Backend, open_backend
+from .boxes import check_boxes, crop_boxes
+from .camera_frames import prepare_camera_frames
 from .contract import (
     REJECTION_SCORES,
     RESIZE_MODES,
     class_scores,
     confidence,
+    frame_input_of,
     missing_contract_keys,
     not_an_export,
     read_labels,
     run_in_batches,
     score_output,
 )
-from .preprocess import prepare_batch
+from .preprocess import check_resize_quality, prepare_batch, prepare_whole_frame
 
 UNKNOWN = "unknown"
 
@@ -68,7 +71,13 @@ class Classifier:
     ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph).
     ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
     array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
-    inputs run in chunks of ``batch_size``.
+    inputs run in chunks of ``batch_size``. ``resize_quality``: "fast" (default;
+    crop first, box-reduce, JPEG draft: a few grey levels from open_clip's
+    transform, the export records its parity as ``fast_resize_parity``) or
+    "exact" (open_clip's eval transform to the grey level). A ``--frame`` model
+    takes frames of exactly its exported size, untouched (runtime.camera_frames).
+    ``classifier(frame, boxes=[[x0, y0, x1, y1], ...])`` classifies regions of
+    one frame in one batch (runtime.boxes).
 
     ``labels`` (a list, or a text file with one name per line) names the classes
     of a model that is not a clipedge export; such a model is accepted only with
@@ -78,13 +87,15 @@ class Classifier:
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
                  top_k: int = 5, cuda_graph: bool = False, threads: int | None = None,
-                 labels: Sequence[str] | str | Path | None = None):
+                 labels: Sequence[str] | str | Path | None = None, resize_quality: str = "fast"):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = Path(path), bgr, top_k
         self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph,
                                               max_batch=batch_size)
         self.metadata = self.backend.metadata
+        self.frame = frame_input_of(self.metadata)
+        self.resize_quality = check_resize_quality(resize_quality)
         self.image_size = self._image_size()
         self.labels = self._labels(labels)
         self.interpolation = self.metadata.get("interpolation", "bicubic")
@@ -106,8 +117,18 @@ class Classifier:
         """What runs the model, e.g. "onnxruntime:CPUExecutionProvider" or "tensorrt"."""
         return self.backend.name
 
+    @property
+    def input_sample_shape(self) -> tuple[int, ...]:
+        """One input sample's shape: (S, S, 3), or the camera frame of a ``--frame`` model."""
+        return self.frame.sample_shape if self.frame else (self.image_size, self.image_size, 3)
+
     def _image_size(self) -> int:
         shape, dtype = self.backend.input_shape, self.backend.input_dtype
+        if self.frame is not None:
+            if dtype != "uint8" or tuple(shape[1:]) != self.frame.sample_shape:
+                raise ClipedgeError(f"model {self.path}: input is {dtype} {list(shape)}, but its metadata declares "
+                                    f"{self.frame.describe()} frames")
+            return int(self.metadata["image_size"])
         if dtype != "uint8" or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
             dims = ", ".join("N" if d is None else str(d) for d in shape)
             raise ClipedgeError(f"model {self.path}: input is {dtype} [{dims}]; expected uint8 [N, S, S, 3] RGB frames "
@@ -136,9 +157,10 @@ class Classifier:
         return labels
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs (``logits``, ``probs``, ...) for a uint8 [N, S, S, 3] RGB batch, run in chunks."""
-        expected = (self.image_size, self.image_size, 3)
-        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
+        """Raw outputs (``logits``, ``probs``, ...) for a uint8 [N, S, S, 3] RGB batch (a ``--frame`` model: a batch
+        of its camera frames), run in chunks."""
+        expected = self.input_sample_shape
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.shape[1:] != expected:
             got = f"{batch.dtype} {list(batch.shape)}" if isinstance(batch, np.ndarray) else type(batch).__name__
             raise ClipedgeError(f"frames: expected uint8 [N, {', '.join(map(str, expected))}], got {got}")
         if not len(batch):
@@ -147,9 +169,25 @@ class Classifier:
             outputs = run_in_batches(self.backend.infer, batch, self.batch_size, self.backend.batch_range[0])
         return class_scores(outputs)
 
-    def predict(self, frames: Any, top_k: int | None = None) -> list[Prediction]:
-        """Predictions for any accepted input, always as a list (one per image)."""
-        batch, _ = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+    def prepare(self, frames: Any, boxes: Any = None) -> tuple[np.ndarray, bool]:
+        """Any accepted input (or one frame and its ``boxes``) → (the model's input batch, whether one image came in)."""
+        if boxes is not None:
+            if self.frame is not None:
+                raise ClipedgeError(f"boxes: model {self.path} takes whole {self.frame.describe()} frames (a --frame "
+                                    "export); classify crops with a model exported without --frame")
+            whole = prepare_whole_frame(frames)
+            crops = crop_boxes(whole, check_boxes(boxes, whole.shape[1], whole.shape[0]))
+            bgr = self.bgr and isinstance(frames, np.ndarray)  # files and PIL images decode to RGB
+            return prepare_batch(crops, self.image_size, self.interpolation, self.resize_mode, bgr,
+                                 self.resize_quality)[0], False
+        if self.frame is not None:
+            return prepare_camera_frames(frames, self.frame)
+        return prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr,
+                             self.resize_quality)
+
+    def predict(self, frames: Any, top_k: int | None = None, boxes: Any = None) -> list[Prediction]:
+        """Predictions for any accepted input, always as a list (one per image, or per box)."""
+        batch, _ = self.prepare(frames, boxes)
         return self.decode(self.infer(batch), top_k)
 
     def decode(self, outputs: dict[str, np.ndarray], top_k: int | None = None) -> list[Prediction]:
@@ -163,9 +201,9 @@ class Classifier:
         return [Prediction(tuple(labels[i] for i in row), tuple(int(i) for i in row),
                            tuple(float(probs[n, i]) for i in row), bool(rejected[n])) for n, row in enumerate(order)]
 
-    def __call__(self, frames: Any, top_k: int | None = None) -> Prediction | list[Prediction]:
-        """One Prediction for one image, a list for a list or an NHWC batch."""
-        batch, single = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+    def __call__(self, frames: Any, top_k: int | None = None, boxes: Any = None) -> Prediction | list[Prediction]:
+        """One Prediction for one image, a list for a list, an NHWC batch, or one frame's ``boxes``."""
+        batch, single = self.prepare(frames, boxes)
         predictions = self.decode(self.infer(batch), top_k)
         return predictions[0] if single else predictions
 

@@ -7,6 +7,8 @@ ClipedgeError into one line on stderr and exit status 2. Only ``bench
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
@@ -19,12 +21,70 @@ from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
-from .classifier import Classifier
+from .boxes import Region, boxes_for, check_boxes, read_boxes_file
+from .classifier import Classifier, Prediction
 from .image_files import collect_images
 from .predict_stream import check_inputs, stream_predictions
+from .preprocess import RESIZE_QUALITIES, prepare_whole_frame
+from .schemas import SCHEMA_VERSIONS
 
 #: the shell's status for a run stopped by SIGINT (128 + 2); predict's output is complete up to that point
 INTERRUPTED_EXIT = 130
+
+
+def predict_regions(classifier: Classifier, paths: list[Path], boxes: dict[str, list] | list, top_k: int,
+                    boxes_file: Path) -> tuple[list[tuple[Region, Prediction]], list[Path]]:
+    """``--boxes``: each image's boxes classified in one call per image; images without boxes are skipped, a
+    bad box is an error naming the file and the box."""
+    results: list[tuple[Region, Prediction]] = []
+    unreadable: list[Path] = []
+    boxed = [(path, boxes_for(boxes, path)) for path in paths]
+    if all(image_boxes is None for _, image_boxes in boxed):
+        raise ClipedgeError(f"--boxes {boxes_file}: names none of the {len(paths)} image(s) given (keys are image paths "
+                            "as given on the command line, or file names)")
+    for path, image_boxes in boxed:
+        if image_boxes is None:
+            continue
+        try:
+            frame = prepare_whole_frame(path)
+        except ClipedgeError:
+            unreadable.append(path)
+            continue
+        checked = check_boxes(image_boxes, frame.shape[1], frame.shape[0], f"--boxes {boxes_file} for {path}")
+        results += [(Region(path, box), prediction)
+                    for box, prediction in zip(checked, classifier.predict(frame, top_k=top_k, boxes=checked))]
+    return results, unreadable
+
+
+def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+    def source(path: Path | Region) -> dict[str, Any]:
+        return {"path": str(path.path), "box": list(path.box)} if isinstance(path, Region) else {"path": str(path)}
+
+    return json.dumps({
+        "schema_version": SCHEMA_VERSIONS["predict"], "model": str(model), "backend": classifier.backend_name,
+        "skipped": len(skipped),
+        "skipped_files": [str(p) for p in skipped],
+        "predictions": [{**source(path), **prediction.to_dict()} for path, prediction in results],
+    }, indent=2)
+
+
+def _as_csv(results: list[tuple[Path, Prediction]], top_k: int) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "score", *[f"{kind}_{rank}" for rank in range(2, top_k + 1) for kind in ("label", "score")]])
+    for path, p in results:
+        extra = [v for i in range(1, len(p.labels)) for v in (p.labels[i], f"{p.scores[i]:.6f}")]
+        writer.writerow([str(path), p.label, f"{p.score:.6f}", *extra])
+    return buffer.getvalue().rstrip("\n")
+
+
+def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
+    headers = ["image", "label", "score", *(["top-k"] if top_k > 1 else [])]
+    rows: list[list[Any]] = []
+    for path, p in results:
+        others = ", ".join(f"{label} {score:.3f}" for label, score in zip(p.labels, p.scores))
+        rows.append([str(path), p.label, round(p.score, 4), *([others] if top_k > 1 else [])])
+    return format_table(headers, rows)
 
 
 @click.command("predict")
@@ -39,8 +99,11 @@ INTERRUPTED_EXIT = 130
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object (model, backend, predictions, skipped files), streamed one prediction per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1), streamed.")
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path),
+              help="JSON boxes [[x0, y0, x1, y1], ...] to classify instead of whole images: one list for every image, "
+                   "or an object mapping image paths (or file names) to their boxes.")
 def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
-                    labels: Path | None, as_json: bool, as_csv: bool) -> None:
+                    labels: Path | None, as_json: bool, as_csv: bool, boxes_file: Path | None) -> None:
     """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
 
     Results are written batch by batch as they are computed, so folders of any size run in flat memory and
@@ -49,8 +112,13 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
     """
     if as_json and as_csv:
         raise ClipedgeError("--json and --csv: choose one output format")
+    classifier_options = {"providers": list(providers) or None, "batch_size": batch_size, "labels": labels}
+    if boxes_file:
+        _predict_boxes(model, images, top_k, read_boxes_file(boxes_file), boxes_file, as_json, as_csv,
+                       Classifier(model, **classifier_options))
+        return
     inputs = check_inputs(images)
-    classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size, labels=labels)
+    classifier = Classifier(model, **classifier_options)
     fmt = "json" if as_json else "csv" if as_csv else "table"
     outcome = stream_predictions(classifier, inputs, sys.stdout, model, fmt, top_k)
     if outcome.skipped:
@@ -61,6 +129,25 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
         sys.exit(INTERRUPTED_EXIT)
     if not outcome.classified:
         raise ClipedgeError(f"IMAGES: no readable images among {len(outcome.skipped)} file(s)")
+
+
+def _predict_boxes(model: Path, images: tuple[Path, ...], top_k: int, boxes: dict[str, list] | list, boxes_file: Path,
+                   as_json: bool, as_csv: bool, classifier: Classifier) -> None:
+    """``--boxes``: regions of each image, one model call per image (not streamed: boxes files list few images)."""
+    paths, skipped = collect_images(images)
+    results, unreadable = predict_regions(classifier, paths, boxes, top_k, boxes_file)
+    skipped += unreadable
+    if not results:
+        raise ClipedgeError(f"IMAGES: no readable images among {len(paths) + len(skipped)} file(s)")
+    if as_json:
+        click.echo(_as_json(model, classifier, results, skipped))
+    elif as_csv:
+        click.echo(_as_csv(results, top_k))
+    else:
+        click.echo(_as_table(results, top_k))
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
 
 
 def agreement_lines(report: dict[str, Any]) -> list[str]:
@@ -77,10 +164,24 @@ def agreement_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def frame_lines(report: dict[str, Any]) -> list[str]:
+    """What the camera frame costs beyond the model, and how the CPU resize that paid for it was validated."""
+    if not report.get("frame_size"):
+        return []
+    overheads = ", ".join(f"batch {e['batch']}: {e['frame_overhead_p50']:.2f}×" for e in report["results"])
+    lines = [f"frame overhead (frame p50 / model-only p50): {overheads}"]
+    parity = report.get("fast_resize_parity")
+    if report.get("resize_quality") == "fast" and parity:
+        lines.append(f"fast resize at export: top-1 agreement {100 * min(parity['agreement_fused'], parity['agreement_pipeline']):.2f} %, "
+                     f"max |Δprob| {max(parity['max_dprob_fused'], parity['max_dprob_pipeline']):.2e} on {parity['images']} images")
+    return lines
+
+
 @click.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
-@click.option("--iters", default=50, show_default=True, type=click.IntRange(min=1), help="Timed calls per batch size.")
+@click.option("--iters", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Timed calls per batch size and pipeline (enough that p99 is not just the slowest call).")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed calls first.")
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
               help="With --compare-torch: alternate runtime and torch in this many blocks, so passing load hits both.")
@@ -94,9 +195,18 @@ def agreement_lines(report: dict[str, Any]) -> list[str]:
               help="Another exported model (e.g. the fp32 one beside an INT8 one), timed alongside; p50 ratios reported.")
 @click.option("--images", "image_inputs", multiple=True, type=click.Path(path_type=Path),
               help="With --baseline: image files or folders on which both models' top-1 agreement is measured.")
+@click.option("--frame", help="WIDTHxHEIGHT: also time whole camera frames of this size through the Classifier "
+                               "(colour order, resize, crop, model) beside the model-only timing.")
+@click.option("--jpeg", is_flag=False, flag_value="", default=None, metavar="[FILE]",
+              help="With --frame: frames arrive as JPEG files and decoding is timed too (a generated frame, or FILE).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds per batch size, alternating pipelines, instead of a fixed --iters.")
+@click.option("--resize-quality", default="fast", show_default=True, type=click.Choice(list(RESIZE_QUALITIES)),
+              help="The Classifier's CPU resize for --frame: fast, or exact (open_clip's eval transform to the grey level).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
 def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
                   cuda_graph: bool, torch_run: Path | None, baseline: Path | None, image_inputs: tuple[Path, ...],
+                  frame: str | None, jpeg: str | None, duration: float | None, resize_quality: str,
                   as_json: bool) -> None:
     """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
@@ -108,12 +218,12 @@ def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: in
         raise ClipedgeError("--images: measures agreement with --baseline MODEL; give one")
     images = collect_images(image_inputs, option="--images")[0] if image_inputs else None
     report = run_bench(model, parse_batches(batches), iters, warmup, threads, list(providers) or None, torch_run,
-                       cuda_graph, rounds, baseline, images)
+                       cuda_graph, rounds, baseline, images, frame, jpeg, duration, resize_quality)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     size = report["image_size"]
     click.echo(f"{model} · {threads} threads · uint8 frames {size}x{size} in, probabilities out")
     click.echo(format_table(REPORT_HEADERS, report_rows(report)))
-    for line in agreement_lines(report):
+    for line in agreement_lines(report) + frame_lines(report):
         click.echo(line)

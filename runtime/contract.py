@@ -1,8 +1,8 @@
 """The exported model's contract (DESIGN.md §4), written once, torch-free, owned by the runtime.
 
 Everything both sides of an export must agree on lives here: tensor names,
-the metadata keys and their one reader, the engine sidecar, the batch
-profile, onnxruntime's TensorRT provider options, how a batch is padded and
+the metadata keys and their one reader, the camera-frame input of a
+``--frame`` export, the engine sidecar, the batch profile, onnxruntime's TensorRT provider options, how a batch is padded and
 split to fit a model, and the rejection score. ``clipedge.export`` writes
 what this module reads; nothing here imports torch, onnx or the export side,
 so a camera box with numpy and one inference backend can use all of it.
@@ -32,6 +32,9 @@ SIDECAR_SUFFIX = ".json"
 #: planes in 0–255 (scale 1, offsets 0) with the normalisation kept in the graph, and has ``probs`` only.
 NVINFER_INPUT_NAME = "pixels"
 NVINFER_OUTPUT_NAMES = ("probs",)
+PIXEL_FORMATS = ("rgb", "bgr", "nv12")
+#: YCbCr → RGB matrices an NV12 front end implements, both limited range (Y 16-235, CbCr 16-240)
+COLOUR_MATRICES = ("bt601", "bt709")
 
 
 def output_names(embeddings: bool) -> list[str]:
@@ -56,6 +59,7 @@ class ModelContract:
     temperature: float = 1.0
     rejection_threshold: float | None = None
     rejection_score: str = "max_prob"
+    frame: FrameInput | None = None
 
 
 def missing_contract_keys(metadata: dict[str, str]) -> list[str]:
@@ -84,7 +88,7 @@ def read_contract(metadata: dict[str, str], source: str | Path) -> ModelContract
             interpolation=metadata.get("interpolation", "bicubic"), resize_mode=metadata.get("resize_mode", "shortest"),
             temperature=float(metadata.get("temperature", 1.0)),
             rejection_threshold=float(metadata["rejection_threshold"]) if "rejection_threshold" in metadata else None,
-            rejection_score=metadata.get("rejection_score", "max_prob"),
+            rejection_score=metadata.get("rejection_score", "max_prob"), frame=frame_input_of(metadata),
         )
     except (ValueError, TypeError, AttributeError, IndexError) as error:
         raise ClipedgeError(f"model {source}: malformed clipedge metadata ({error})") from None
@@ -167,6 +171,90 @@ def model_metadata_of(path: Path) -> dict[str, str]:
     return encode_metadata(read_sidecar(path))
 
 
+# --- camera-frame input (``clipedge export --frame WxH``) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """The raw camera frame a ``--frame`` export takes instead of model-size RGB images.
+
+    rgb/bgr: ``uint8 [N, height, width, 3]``; nv12: one ``uint8 [N, height * 3/2, width]`` plane (the Y rows,
+    then the interleaved half-resolution U, V rows), what GStreamer and Jetson cameras deliver.
+    ``colour_matrix`` (nv12 only) names the limited-range YCbCr matrix the graph converts with.
+    """
+
+    width: int
+    height: int
+    pixel_format: str = "rgb"
+    colour_matrix: str | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One frame's shape, without the batch dimension."""
+        if self.pixel_format == "nv12":
+            return (self.height * 3 // 2, self.width)
+        return (self.height, self.width, 3)
+
+    def describe(self) -> str:
+        return f"{self.width}x{self.height} {self.pixel_format}"
+
+    def to_dict(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"width": self.width, "height": self.height, "pixel_format": self.pixel_format}
+        if self.colour_matrix:
+            facts["colour_matrix"] = self.colour_matrix
+        return facts
+
+
+def default_colour_matrix(height: int) -> str:
+    """GStreamer's default for YUV video whose caps name no colorimetry: BT.709 above 576 lines, BT.601 up to
+    576 (gst-libs/gst/video/video-info.c, ``set_default_colorimetry``); both limited range."""
+    return "bt709" if height > 576 else "bt601"
+
+
+def parse_frame(text: str, pixel_format: str = "rgb", colour_matrix: str | None = None,
+                option: str = "--frame") -> FrameInput:
+    """``WIDTHxHEIGHT`` (e.g. 1920x1080) and a pixel format → a checked FrameInput; one-line errors."""
+    parts = str(text).lower().split("x")
+    try:
+        width, height = (int(part) for part in parts)
+    except ValueError:
+        raise ClipedgeError(f"{option} {text}: expected WIDTHxHEIGHT in whole pixels, e.g. 1920x1080") from None
+    if width < 1 or height < 1:
+        raise ClipedgeError(f"{option} {text}: width and height must be at least 1 pixel")
+    if pixel_format not in PIXEL_FORMATS:
+        raise ClipedgeError(f"--pixel-format {pixel_format}: expected one of {', '.join(PIXEL_FORMATS)}")
+    if pixel_format != "nv12":
+        if colour_matrix:
+            raise ClipedgeError(f"--colour-matrix {colour_matrix}: only NV12 frames carry YCbCr (add --pixel-format nv12)")
+        return FrameInput(width, height, pixel_format)
+    if width % 2 or height % 2:
+        raise ClipedgeError(f"{option} {text} with --pixel-format nv12: width and height must be even "
+                            "(NV12 stores one U, V pair per 2x2 pixels)")
+    matrix = colour_matrix or default_colour_matrix(height)
+    if matrix not in COLOUR_MATRICES:
+        raise ClipedgeError(f"--colour-matrix {matrix}: expected one of {', '.join(COLOUR_MATRICES)}")
+    return FrameInput(width, height, pixel_format, matrix)
+
+
+def frame_input_spec(frame: FrameInput, fixed_batch: int | None) -> dict[str, Any]:
+    """The ``input`` metadata entry of a ``--frame`` export."""
+    layout = "NV12" if frame.pixel_format == "nv12" else "NHWC"
+    return {"name": INPUT_NAME, "dtype": "uint8", "layout": layout, "channels": frame.pixel_format.upper(),
+            "shape": [fixed_batch or "N", *frame.sample_shape], "frame": frame.to_dict()}
+
+
+def frame_input_of(metadata: dict[str, str]) -> FrameInput | None:
+    """The camera frame a model takes, from its ``input`` metadata; None for a model-size-image model."""
+    try:
+        facts = json.loads(metadata.get("input", "{}")).get("frame")
+        if not facts:
+            return None
+        return FrameInput(int(facts["width"]), int(facts["height"]), str(facts["pixel_format"]),
+                          facts.get("colour_matrix"))
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise ClipedgeError(f"model: malformed frame input metadata ({error})") from None
+
+
 # --- engine sidecar ---------------------------------------------------------------------------------------------
 
 
@@ -247,7 +335,7 @@ TENSORRT_OPTIMIZATION_LEVEL = 3  # TensorRT's default; 4-5 search longer for lit
 
 
 def tensorrt_provider_options(cache_dir: str | Path, image_size: int, profile: BatchProfile,
-                              fp16_anywhere: bool = False) -> dict[str, str]:
+                              fp16_anywhere: bool = False, frame: FrameInput | None = None) -> dict[str, str]:
     """Options for onnxruntime's TensorRT execution provider: one profile over the model's batch range, engine
     and timing caches in ``cache_dir``.
 
@@ -255,12 +343,13 @@ def tensorrt_provider_options(cache_dir: str | Path, image_size: int, profile: B
     the cached profile makes onnxruntime rebuild the engine (microsoft/onnxruntime#16889). With
     ``fp16_anywhere`` off, onnxruntime builds a strongly typed TensorRT network (it does whenever neither
     fp16 nor int8 is enabled), which keeps the fp16 export's fp32 head and softmax, and an INT8 model's Q/DQ
-    placement, exactly as the export gate checked them.
+    placement, exactly as the export gate checked them. A ``--frame`` model's profile is over its camera frame.
     """
     cache = str(Path(cache_dir))
+    sample = frame.sample_shape if frame else (image_size, image_size, 3)
 
     def shape(batch: int) -> str:
-        return f"{INPUT_NAME}:{batch}x{image_size}x{image_size}x3"
+        return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *sample))
 
     return {
         "trt_fp16_enable": str(fp16_anywhere),

@@ -37,7 +37,6 @@ from clipedge.tables import format_cell, format_row
 
 from .classifier import UNKNOWN, Classifier, Prediction
 from .image_files import image_suffixes
-from .preprocess import prepare_frame
 from .schemas import SCHEMA_VERSIONS
 
 
@@ -111,7 +110,7 @@ def classify_batches(classifier: Classifier, files: Iterable[tuple[Path, bool]],
             outcome.skipped.append(path)
             continue
         try:
-            frames.append(prepare_frame(path, classifier.image_size, classifier.interpolation, classifier.resize_mode))
+            frames.append(classifier.prepare(path)[0][0])  # the model's own resize (or its --frame input)
             kept.append(path)
         except ClipedgeError:
             outcome.skipped.append(path)

@@ -5,10 +5,12 @@ else (decoding, colour order, resizing, cropping) happens here, torch-free.
 open_clip's eval transform is, per ``resize_mode``: ``shortest`` (the default)
 resizes the shortest side to the model size and centre-crops, ``squash``
 resizes to a square ignoring the aspect ratio, ``longest`` resizes the longest
-side and pads with black. The resampling is PIL's own (antialiased), exactly
-what torchvision does on PIL images, so results agree with training-time
-preprocessing to within one grey level (tests check this on photographs).
-Frames already at model size skip all of it.
+side and pads with black. The exact path resamples with PIL's own
+(antialiased) filters, exactly what torchvision does on PIL images, so results
+agree with training-time preprocessing to within one grey level (tests check
+this on photographs); the fast path (``quality="fast"``) crops first and
+box-reduces before resampling, a few grey levels away at a fraction of the
+cost. Frames already at model size skip all of it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image
 from clipedge.errors import ClipedgeError
 from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
 
-from .contract import RESIZE_MODES
+from .frame_geometry import FILTER_SUPPORT, AxisPlan, FramePlan, plan_frame
 
 INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -30,6 +32,11 @@ INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+RESIZE_QUALITIES = ("fast", "exact")
+#: PIL ``reducing_gap`` of the fast path: box-average down to this many times the target size, then resample
+FAST_REDUCING_GAP = 2.0
 
 
 def _resample(interpolation: str) -> Image.Resampling:
@@ -45,25 +52,53 @@ def resize_and_crop(image: Image.Image, size: int, interpolation: str = "bicubic
     if (width, height) == (size, size):
         return image
     resample = _resample(interpolation)
-    if resize_mode == "squash":
-        return image.resize((size, size), resample)
-    if resize_mode == "shortest":  # torchvision Resize(int): the long side is truncated, not rounded
-        short, long = min(width, height), max(width, height)
-        scaled = (size, int(size * long / short))
-        new_width, new_height = scaled if width <= height else scaled[::-1]
-    elif resize_mode == "longest":  # open_clip's ResizeKeepRatio(longest=1): both sides rounded
-        ratio = max(width, height) / size
-        new_width, new_height = round(width / ratio), round(height / ratio)
-    else:
-        raise ClipedgeError(f"resize_mode {resize_mode!r}: expected one of {', '.join(RESIZE_MODES)}")
-    if (new_width, new_height) != (width, height):
-        image = image.resize((new_width, new_height), resample)
-    if new_width < size or new_height < size:  # only "longest" gets here: pad with black, centred
-        canvas = Image.new("RGB", (max(size, new_width), max(size, new_height)))
-        canvas.paste(image, ((canvas.width - new_width) // 2, (canvas.height - new_height) // 2))
-        image, new_width, new_height = canvas, canvas.width, canvas.height
-    left, top = int(round((new_width - size) / 2.0)), int(round((new_height - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
+    plan = plan_frame(width, height, size, resize_mode)
+    if plan.resized != (width, height):
+        image = image.resize(plan.resized, resample)
+    if plan.resized == (size, size):
+        return image
+    # PIL fills what lies outside the image with black: the centred padding of "longest" comes for free
+    return image.crop((plan.x.start, plan.y.start, plan.x.start + size, plan.y.start + size))
+
+
+def _surviving_box(plan: FramePlan) -> tuple[tuple[float, float, float, float], tuple[int, int, int, int]]:
+    """The source region (floats, PIL ``box``) whose resampling lands inside the crop, and where that
+    region's output goes in resized coordinates (x0, y0, x1, y1)."""
+    def axis(a: AxisPlan) -> tuple[float, float, int, int]:
+        first, last = max(a.start, 0), min(a.start + plan.size, a.resized)
+        scale = a.source / a.resized
+        return first * scale, last * scale, first, last
+
+    x0, x1, rx0, rx1 = axis(plan.x)
+    y0, y1, ry0, ry1 = axis(plan.y)
+    return (x0, y0, x1, y1), (rx0, ry0, rx1, ry1)
+
+
+def fast_resize_and_crop(image: Image.Image | np.ndarray, size: int, interpolation: str = "bicubic",
+                         resize_mode: str = "shortest") -> Image.Image:
+    """The eval transform's geometry at a fraction of its cost: only the region that survives the crop is
+    resampled (for a 16:9 frame and a centre crop, the central square: 56 % of the pixels), and PIL first
+    shrinks it by an integer box average down to ``FAST_REDUCING_GAP`` times the target size before the
+    antialiased resample. A numpy frame is cut to that region (plus the filter's reach) before it becomes a
+    PIL image, so the rest is never copied. The result differs from the exact path by a few grey levels at
+    most (measured in BENCHMARKS.md); ``resize_quality="exact"`` keeps the exact path.
+    """
+    width, height = (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
+    resample = _resample(interpolation)
+    plan = plan_frame(width, height, size, resize_mode)
+    box, (rx0, ry0, rx1, ry1) = _surviving_box(plan)
+    if isinstance(image, np.ndarray):
+        reach = FILTER_SUPPORT[interpolation] * max(width / plan.x.resized, height / plan.y.resized) + 1
+        left, top = max(int(box[0] - reach), 0), max(int(box[1] - reach), 0)
+        right, bottom = min(int(box[2] + reach) + 1, width), min(int(box[3] + reach) + 1, height)
+        image = Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right]))
+        box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+    resized = image.resize((rx1 - rx0, ry1 - ry0), resample, box=box, reducing_gap=FAST_REDUCING_GAP)
+    if resized.size == (size, size):
+        return resized
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(resized, (rx0 - plan.x.start, ry0 - plan.y.start))
+    return canvas
 
 
 def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
@@ -80,40 +115,82 @@ def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     return colour[..., ::-1] if bgr else colour
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode an image file to RGB the way training did (clipedge.images); one-line error otherwise."""
+def load_image(path: str | Path, draft_for: tuple[int, str] | None = None) -> Image.Image:
+    """Decode an image file to RGB the way training did (clipedge.images); one-line error otherwise.
+
+    ``draft_for=(size, resize_mode)`` (the fast path) lets a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT
+    (PIL's ``draft``) while staying at least ``FAST_REDUCING_GAP`` times larger than what the resize keeps.
+    """
     path = Path(path)
     if not path.is_file():
         raise ClipedgeError(f"image {path}: no such file")
     try:
-        return load_rgb(path)
+        if draft_for is None:
+            return load_rgb(path)
+        with Image.open(path) as image:
+            plan = plan_frame(*image.size, *draft_for)
+            image.draft(None, tuple(int(side * FAST_REDUCING_GAP) for side in plan.resized))
+            image.load()
+            return to_rgb(image)
     except IMAGE_ERRORS as error:
         raise ClipedgeError(f"image {path}: not a readable image ({type(error).__name__})") from None
 
 
+def check_resize_quality(quality: str) -> str:
+    if quality not in RESIZE_QUALITIES:
+        raise ClipedgeError(f"resize_quality {quality!r}: expected one of {', '.join(RESIZE_QUALITIES)}")
+    return quality
+
+
 def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False) -> np.ndarray:
-    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB."""
+                  bgr: bool = False, quality: str = "exact") -> np.ndarray:
+    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB.
+
+    ``quality="fast"`` resizes with :func:`fast_resize_and_crop` (and drafts JPEG files); "exact" with
+    :func:`resize_and_crop`, open_clip's eval transform to the grey level.
+    """
+    fast = check_resize_quality(quality) == "fast"
     if isinstance(frame, (str, Path)):
-        frame = load_image(frame)
+        frame = load_image(frame, (size, resize_mode) if fast else None)
     if isinstance(frame, Image.Image):
-        return np.asarray(resize_and_crop(to_rgb(frame), size, interpolation, resize_mode), dtype=np.uint8)
+        image = to_rgb(frame)
+        resize = fast_resize_and_crop if fast and image.size != (size, size) else resize_and_crop
+        return np.asarray(resize(image, size, interpolation, resize_mode), dtype=np.uint8)
     if isinstance(frame, np.ndarray):
+        if fast and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] in (3, 4) \
+                and frame.shape[:2] != (size, size):
+            # resampling treats channels alike: swap BGR on the small result, not on the whole frame
+            resized = np.asarray(fast_resize_and_crop(frame[..., :3], size, interpolation, resize_mode))
+            return np.ascontiguousarray(resized[..., ::-1]) if bgr else resized
         rgb = array_to_rgb(frame, bgr)
         if rgb.shape[:2] == (size, size):
-            return np.ascontiguousarray(rgb)  # the fast path: already at model size
+            return np.ascontiguousarray(rgb)  # already at model size
         image = Image.fromarray(np.ascontiguousarray(rgb))
-        return np.asarray(resize_and_crop(image, size, interpolation, resize_mode), dtype=np.uint8)
+        resize = fast_resize_and_crop if fast else resize_and_crop
+        return np.asarray(resize(image, size, interpolation, resize_mode), dtype=np.uint8)
     raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
-def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic",
-                  resize_mode: str = "shortest") -> tuple[np.ndarray, list[Path]]:
+def prepare_whole_frame(frame: Any) -> np.ndarray:
+    """One image (path, PIL image, or uint8 array) as an array at its own size, for cutting regions out of it; an
+    array is returned as it is (no copy, colour order untouched)."""
+    if isinstance(frame, (str, Path)):
+        frame = load_image(frame)
+    if isinstance(frame, Image.Image):
+        return np.asarray(to_rgb(frame))
+    if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3):
+        return frame
+    raise ClipedgeError("frame: boxes apply to one image (a path, a PIL image or an HxW(xC) uint8 array), got "
+                        f"{type(frame).__name__}{' of shape ' + str(list(frame.shape)) if isinstance(frame, np.ndarray) else ''}")
+
+
+def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                  quality: str = "exact") -> tuple[np.ndarray, list[Path]]:
     """Image files → (uint8 [N, size, size, 3] frames, the files that could not be read, skipped)."""
     frames, unreadable = [], []
     for path in paths:
         try:
-            frames.append(prepare_frame(path, size, interpolation, resize_mode))
+            frames.append(prepare_frame(path, size, interpolation, resize_mode, quality=quality))
         except ClipedgeError:
             unreadable.append(path)
     stacked = np.stack(frames) if frames else np.zeros((0, size, size, 3), dtype=np.uint8)
@@ -121,7 +198,7 @@ def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic",
 
 
 def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False) -> tuple[np.ndarray, bool]:
+                  bgr: bool = False, quality: str = "exact") -> tuple[np.ndarray, bool]:
     """Any accepted input → (uint8 [N, size, size, 3] RGB, whether the input was one image).
 
     Accepted: one image as in :func:`prepare_frame`, a list or tuple of them,
@@ -132,9 +209,9 @@ def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize
             raise ClipedgeError(f"frames: expected dtype uint8 (pixels 0-255), got {frames.dtype}")
         if frames.shape[1:] == (size, size, 3):
             return np.ascontiguousarray(frames[..., ::-1] if bgr else frames), False
-        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr) for f in frames]), False
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr, quality) for f in frames]), False
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ClipedgeError("frames: got an empty list")
-        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr) for f in frames]), False
-    return prepare_frame(frames, size, interpolation, resize_mode, bgr)[None], True
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr, quality) for f in frames]), False
+    return prepare_frame(frames, size, interpolation, resize_mode, bgr, quality)[None], True

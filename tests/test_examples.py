@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,30 @@ def test_gstreamer_example(model_and_video):
     result = subprocess.run([sys.executable, str(EXAMPLES / "gstreamer_appsink.py"), "--model", str(model), "--file", str(video),
                              "--max-frames", "5"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "classified 5 frames" in result.stdout, result.stderr
+
+
+def test_detector_crops_example(model_and_video, tmp_path):
+    """Boxes from a COCO-style detection list, one of them past the frame's edge and one below --min-score."""
+    from PIL import Image
+
+    model, _ = model_and_video
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[:, :80] = (220, 30, 30)  # left half red, right half blue
+    frame[:, 80:] = (30, 40, 220)
+    Image.fromarray(frame).save(tmp_path / "frame.png")
+    detections = [{"image": "frame.png", "bbox": [5, 10, 60, 100], "score": 0.9, "category": "thing"},
+                  {"image": "frame.png", "bbox": [100, 20, 80, 90], "score": 0.8, "category": "thing"},
+                  {"image": "frame.png", "bbox": [0, 0, 10, 10], "score": 0.1, "category": "noise"}]
+    (tmp_path / "detections.json").write_text(json.dumps(detections))
+    output = tmp_path / "labels.json"
+    result = subprocess.run([sys.executable, str(EXAMPLES / "detector_crops.py"), "--model", str(model), "--detections",
+                             str(tmp_path / "detections.json"), "--min-score", "0.5", "--output", str(output)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "classified 2 regions with onnxruntime" in result.stdout
+    rows = json.loads(output.read_text())
+    assert [row["box"] for row in rows] == [[5, 10, 65, 110], [100, 20, 160, 110]]  # the second clipped to the frame
+    assert {row["label"] for row in rows} <= {"red", "green", "blue"}
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "detector_crops.py"), "--model", str(model), "--detections",
+                          str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and bad.stderr.startswith("Error:") and "Traceback" not in bad.stderr

@@ -18,6 +18,7 @@ from ..contract import (
     TENSORRT_PROVIDER,
     BatchProfile,
     cpu_graph_optimization,
+    frame_input_of,
     score_output,
     tensorrt_provider_options,
 )
@@ -38,7 +39,7 @@ def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> di
         return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
     batch = json.loads(metadata.get("input", "{}")).get("shape", [None])[0]
     profile = BatchProfile(batch, batch, batch) if isinstance(batch, int) else BatchProfile(1, max_batch, max_batch)
-    return tensorrt_provider_options(cache, int(metadata["image_size"]), profile)
+    return tensorrt_provider_options(cache, int(metadata["image_size"]), profile, frame=frame_input_of(metadata))
 
 
 def check_external_data(path: Path) -> None:
