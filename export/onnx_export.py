@@ -52,6 +52,21 @@ class OnnxGraph:
         return next(entry.version for entry in self.model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
+def read_input_shape_after_cast(model: onnx.ModelProto) -> None:
+    """Make the input's Cast also the source of its shape: the exporter reads the batch size with
+    ``Shape(images)``, which TensorRT refuses (a UINT8 network input must feed a Cast and nothing else); the
+    Cast's output has the same shape, so Shape/Size nodes read it instead. Anything else that reads the uint8
+    input is left for the static TensorRT check to name."""
+    cast = next((node for node in model.graph.node if node.op_type == "Cast" and INPUT_NAME in node.input), None)
+    if cast is None:
+        return
+    nodes = model.graph.node
+    nodes.insert(0, nodes.pop(list(nodes).index(cast)))  # it reads only the input: first keeps the order topological
+    for node in nodes[1:]:
+        if node.op_type in ("Shape", "Size") and INPUT_NAME in node.input:
+            node.input[0] = cast.output[0]
+
+
 def to_onnx(module: FusedClassifier, image_size: int, fixed_batch: int | None = None, opset: int = OPSET) -> OnnxGraph:
     """Export, optimise, infer shapes and fully check the fused module."""
     # Trace with batch 2 for a dynamic model: a batch of 1 would let the tracer specialise the batch dimension.
@@ -65,6 +80,8 @@ def to_onnx(module: FusedClassifier, image_size: int, fixed_batch: int | None = 
         )
         before = len(program.model_proto.graph.node)
         program.optimize()
-    model = onnx.shape_inference.infer_shapes(program.model_proto, check_type=True, strict_mode=True)
+    proto = program.model_proto  # a fresh conversion on every access
+    read_input_shape_after_cast(proto)
+    model = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return OnnxGraph(model, before, len(model.graph.node))
