@@ -31,7 +31,7 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--out", type=click.Path(path_type=Path),
               help="Artifact path (default RUN/export/model[.fp16|.int8].onnx or .engine).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
-@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
+@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
 @click.option("--timing-cache", type=click.Path(path_type=Path),

@@ -24,6 +24,7 @@ import onnx
 import torch
 
 from clipedge.errors import ClipedgeError
+from clipedge.runtime.tensorrt_operators import OPSET_RANGE as TENSORRT_OPSETS
 
 from .fuse import FusedClassifier
 from .metadata import INPUT_NAME, output_names
@@ -36,8 +37,11 @@ MAX_DYNAMIC_BATCH = 4096
 
 
 def check_opset(opset: int) -> None:
-    if opset < MIN_OPSET:
-        raise ClipedgeError(f"--opset {opset}: expected {MIN_OPSET} or newer (what torch's dynamo exporter emits)")
+    """From what torch's dynamo exporter emits up to what every TensorRT 10.x parser reads."""
+    highest = TENSORRT_OPSETS[1]
+    if not MIN_OPSET <= opset <= highest:
+        raise ClipedgeError(f"--opset {opset}: expected {MIN_OPSET} to {highest} (torch's dynamo exporter emits "
+                            f"{MIN_OPSET} or newer; TensorRT 10.x parses up to {highest})")
 
 
 @dataclass

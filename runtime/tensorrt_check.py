@@ -145,7 +145,7 @@ class _Graph:
         return reached
 
 
-def attribute(node: Any, name: str, default: Any = None) -> Any:
+def _attribute(node: Any, name: str, default: Any = None) -> Any:
     for entry in node.attribute:
         if entry.name == name:
             from onnx import helper
@@ -242,7 +242,7 @@ def _qdq_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
         yield Violation(label, op, "qdq-scale", "scale coefficients must all be positive")
     if scale.size > 1:
         data_dims = graph.dims(node.input[0])
-        axis = attribute(node, "axis", 1)
+        axis = _attribute(node, "axis", 1)
         if scale.ndim != 1:
             yield Violation(label, op, "qdq-scale", f"a {scale.ndim}-D scale (block quantization) is INT4-only; INT8 "
                                                     "takes one value or a 1-D per-channel scale")
@@ -282,10 +282,10 @@ def _resize_violations(node: Any) -> Iterable[Violation]:
               ("nearest_mode", "round_prefer_floor", table.RESIZE_NEAREST_MODES),
               ("keep_aspect_ratio_policy", "stretch", table.RESIZE_ASPECT_POLICIES))
     for name, default, allowed in checks:
-        value = attribute(node, name, default)
+        value = _attribute(node, name, default)
         if value not in allowed:
             yield Violation(label, "Resize", "resize", f"{name}={value!r}; TensorRT supports {', '.join(sorted(allowed))}")
-    if attribute(node, "antialias", 0):
+    if _attribute(node, "antialias", 0):
         yield Violation(label, "Resize", "resize", "antialias=1; antialiasing is not supported")
 
 
@@ -293,7 +293,7 @@ def _pooling_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
     dims = graph.dims(node.input[0])
     if dims is not None and len(dims) not in (4, 5):
         yield Violation(_label(node), node.op_type, "pooling", f"{len(dims) - 2}D pooling; TensorRT pools 2D or 3D")
-    dilations = attribute(node, "dilations", [])
+    dilations = _attribute(node, "dilations", [])
     if any(d != 1 for d in dilations):
         yield Violation(_label(node), node.op_type, "pooling", f"dilations {list(dilations)}; must be empty or all ones")
 

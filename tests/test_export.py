@@ -228,6 +228,7 @@ def test_export_bad_input(runs, tmp_path, monkeypatch):
     export_fails([run, "--fp16", "--int8"], "choose one")
     export_fails([run, "--batch", "1,4,8", "--fixed-batch"], "--fixed-batch")
     export_fails([run, "--opset", "13"], "--opset 13")
+    export_fails([run, "--opset", "21"], "TensorRT 10.x parses up to 20")
     export_fails([run, "--device", "tpu"], "--device tpu")
     export_fails([run, "--out", tmp_path / "nowhere" / "m.onnx"], "does not exist")
     export_fails([run, "--out", tmp_path], "is a directory")

@@ -267,6 +267,8 @@ def test_engine_for_another_gpu_or_tensorrt_is_refused(caplog):
         check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson AGX Orin", "8.7", "10.8.0")
     check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson Orin NX", "8.7", "10.3.0")  # same architecture: a warning
     assert "built on NVIDIA Jetson AGX Orin, running on NVIDIA Jetson Orin NX" in caplog.text
+    portable = {**sidecar, "build_flags": {"hardware_compatible": True, "version_compatible": True}}
+    check_compatible(Path("m.engine"), portable, "NVIDIA H100 80GB HBM3", "9.0", "10.8.0")  # TensorRT decides
 
 
 def test_engine_sidecar_problems(tmp_path):

@@ -23,7 +23,8 @@ from clipedge.cli import main
 from clipedge.errors import ClipedgeError
 from clipedge.export import export_model
 from clipedge.export.fuse import FusedClassifier
-from clipedge.export.onnx_export import to_onnx
+from clipedge.export.metadata import calibration_of
+from clipedge.export.onnx_export import OnnxGraph, to_onnx
 from clipedge.run_dir import load_run, update_manifest
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.runtime.contract import cpu_graph_optimization
@@ -256,11 +257,12 @@ class TransposeFirst(FusedClassifier):
         return self.classify(images.permute(0, 3, 1, 2).float())
 
 
-def test_the_old_transpose_first_graph_fails_naming_the_transpose(variants, tmp_path):
+def test_the_old_transpose_first_graph_fails_naming_the_transpose(variants, tmp_path, monkeypatch):
     run = load_run(variants("rn-fp16").parent / "test-tiny-rn")
     spec = run.backbone_spec
     backbone = load_backbone_from_spec(spec, "cpu")
-    old = to_onnx(TransposeFirst(backbone.model.visual, run.head, spec), spec.image_size).model
+    temperature = calibration_of(run).get("temperature")
+    old = to_onnx(TransposeFirst(backbone.model.visual, run.head, spec, temperature), spec.image_size).model
     first_reader = next(node for node in old.graph.node if "images" in node.input and node.op_type != "Shape")
     assert first_reader.op_type == "Transpose"
     violations = check_tensorrt_compatible(old)
@@ -272,6 +274,14 @@ def test_the_old_transpose_first_graph_fails_naming_the_transpose(variants, tmp_
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"node '{first_reader.name}' (Transpose) breaks uint8-intermediate" in result.stderr
     assert "uint8-intermediate" in result.stdout  # the table of every violation
+
+    # the export refuses it in one line (after its parity gate passed: the graph computes the right answer)
+    monkeypatch.setattr("clipedge.export.exporter.to_onnx", lambda *args: OnnxGraph(old, 1, 1))
+    out = tmp_path / "export"
+    out.mkdir()
+    with pytest.raises(ClipedgeError, match=rf"not TensorRT-compatible: node '{first_reader.name}' \(Transpose\)"):
+        export_model(run.path, out / "model.onnx", parity_count=4, progress=False)
+    assert list(out.iterdir()) == []
 
 
 def test_check_command_on_an_export(variants):

@@ -50,20 +50,22 @@ REBUILD = "rebuild it here with `clipedge engine MODEL.onnx`"
 
 def check_compatible(engine: Path, sidecar: dict[str, Any], gpu_name: str, compute_capability: str,
                      tensorrt_version: str) -> None:
-    """Refuse an engine built for another GPU architecture or TensorRT version, naming both sides."""
+    """Refuse an engine built for another GPU architecture or TensorRT version, naming both sides; an engine built
+    ``--hardware-compatible`` (Ampere or newer) or ``--version-compatible`` is left to TensorRT on that count."""
     built_gpu, built_cc = sidecar.get("gpu_name", "an unrecorded GPU"), sidecar.get("compute_capability")
     built_trt = sidecar.get("tensorrt_version")
-    if built_cc != compute_capability:
+    flags = sidecar.get("build_flags") or {}
+    if built_cc != compute_capability and not flags.get("hardware_compatible"):
         raise ClipedgeError(
             f"model {engine}: engine was built for {built_gpu} (compute {built_cc}) but this GPU is {gpu_name} "
             f"(compute {compute_capability}); {REBUILD}")
-    if built_trt != tensorrt_version:
+    if built_trt != tensorrt_version and not flags.get("version_compatible"):
         raise ClipedgeError(
             f"model {engine}: engine was built with TensorRT {built_trt} but TensorRT {tensorrt_version} is installed; "
             f"{REBUILD}")
     if built_gpu != gpu_name:
-        log.warning("model %s: built on %s, running on %s (same compute capability %s)", engine, built_gpu, gpu_name,
-                    compute_capability)
+        log.warning("model %s: built on %s, running on %s (compute %s, built for %s)", engine, built_gpu, gpu_name,
+                    compute_capability, built_cc)
 
 
 class TensorRTBackend(Backend):
