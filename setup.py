@@ -28,6 +28,8 @@ def discover_packages() -> dict:
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "toolkit/version.py").read_text()).group(1)
 PACKAGE_DIR = discover_packages()
 
+X86 = "platform_machine == 'x86_64' or platform_machine == 'AMD64'"
+
 # The runtime needs only these; `clipedge predict` and `clipedge bench` run on them alone.
 RUNTIME_REQUIRES = ["numpy", "pillow", "onnxruntime", "click", "tqdm"]
 
@@ -54,8 +56,11 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "onnx-graphsurgeon",
                  "jsonschema"],
-        "gpu": ["onnxruntime-gpu"],
-        "tensorrt": ["tensorrt", "cuda-python"],
+        # PyPI's onnxruntime-gpu and tensorrt wheels are x86_64 (and Windows AMD64) builds; on a Jetson (aarch64)
+        # they come from JetPack and NVIDIA's Jetson wheel index instead (README: GPU and Jetson), so the markers
+        # keep pip from trying to build them there. cuda-python publishes aarch64 wheels.
+        "gpu": [f"onnxruntime-gpu; {X86}"],
+        "tensorrt": [f"tensorrt; {X86}", "cuda-python", "onnx"],
     },
     entry_points={"console_scripts": ["clipedge=clipedge.cli:main"]},
 )

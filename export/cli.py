@@ -12,6 +12,7 @@ import click
 
 from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
 from clipedge.runtime.contract import COLOUR_MATRICES, PIXEL_FORMATS, parse_frame
+from clipedge.runtime.engine_build import describe_gate
 from clipedge.tables import format_table
 
 from .formats import FORMATS, validate_export_options
@@ -29,10 +30,10 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--batch", help="N or MIN,OPT,MAX: the engine's batch profile (default 1,8,32), or the --fixed-batch size.")
 @click.option("--fixed-batch", is_flag=True, help="Fix the ONNX input to the one batch size N given by --batch (default 1).")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Artifact path (default RUN/export/model.onnx, model.fp16.onnx or model.engine); with --format "
-                   "deepstream a folder (default RUN/export/deepstream).")
+              help="Artifact path (default RUN/export/model[.fp16|.int8].onnx or .engine); with --format deepstream "
+                   "a folder (default RUN/export/deepstream).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
-@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
+@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
 @click.option("--timing-cache", type=click.Path(path_type=Path),
@@ -97,5 +98,8 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
                    f"gated on {parity['images']} held-out test images against fp32")
     else:
         click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
+    if result.engine_gate:
+        click.echo(f"engine gate: {describe_gate(result.engine_gate)} on the {result.engine_gate['images']} reference "
+                   "frames embedded in the ONNX")
     for name, path in result.related.items():
         click.echo(f"{name}: {path}")

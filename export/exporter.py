@@ -1,12 +1,14 @@
 """``clipedge export``: a run directory in, one checked artifact out (ONNX fp32/fp16/int8, or a TensorRT engine).
 
 Order matters: every input is validated before the slow work starts, and
-nothing is written to its final name before the parity gate has passed.
+nothing is written to its final name before the parity gate and the static
+TensorRT check have passed. An engine is built from the exported ONNX by the
+runtime's torch-free ``build_engine`` (what ``clipedge engine`` runs on a
+device), so the ONNX carries its batch profile and a small reference set.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,14 @@ from clipedge.calibration.int8_options import Int8Options
 from clipedge.devices import resolve_device
 from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, load_run
-from clipedge.runtime.contract import parse_frame, sidecar_path
+from clipedge.runtime.contract import BATCH_PROFILE_KEY, REFERENCE_KEY, parse_frame, sidecar_path
+from clipedge.runtime.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB, build_engine
 from clipedge.runtime.preprocess import prepare_files
+from clipedge.runtime.tensorrt_check import require_tensorrt_compatible
+from clipedge.runtime.tensorrt_env import current_gpu, import_cudart, import_tensorrt
 
 from .batch import resolve_batch
-from .files import check_destination, publish, staging_folder
+from clipedge.atomic import check_destination, publish, staging_folder
 from .formats import validate_export_options
 from .frame_input import FrameClassifier
 from .fuse import FusedClassifier
@@ -39,16 +44,7 @@ from .parity import (
     onnxruntime_probs,
     parity_images,
     reference_outputs,
-)
-from .tensorrt_build import (
-    OPTIMIZATION_LEVEL,
-    WORKSPACE_GIB,
-    EngineSettings,
-    build_engine,
-    default_timing_cache,
-    engine_parity,
-    gpu_identity,
-    import_tensorrt,
+    reference_set,
 )
 
 
@@ -68,18 +64,20 @@ class ExportResult:
     related: dict[str, Path] = field(default_factory=dict)
     #: INT8 only: calibration method, images, selection figures, layers in INT8 (Int8Model.metadata)
     quantization: dict[str, Any] | None = None
+    #: engines only: the built engine against the reference set embedded in its ONNX
+    engine_gate: dict[str, Any] | None = None
 
 
 def default_artifact(run: Run, format: str, precision: str) -> Path:
-    """RUN/export/model.onnx, model.fp16.onnx, model.int8.onnx, model.engine (fp16) or model.int8.engine."""
-    suffix = "" if precision == "fp32" or (format == "engine" and precision == "fp16") else f".{precision}"
+    """RUN/export/model.onnx, model.fp16.onnx, model.int8.onnx, or the same names ending in .engine."""
+    suffix = "" if precision == "fp32" else f".{precision}"
     return run.path / "export" / f"model{suffix}.{'engine' if format == 'engine' else 'onnx'}"
 
 
-def engine_onnx_path(engine: Path, precision: str) -> Path:
-    """The ONNX an engine is built from, kept beside it: model.engine → model.fp16.onnx, model.int8.engine → model.int8.onnx."""
-    stem = engine.stem if engine.stem.endswith(f".{precision}") else f"{engine.stem}.{precision}"
-    return engine.with_name(f"{stem}.onnx")
+def engine_onnx_path(engine: Path) -> Path:
+    """The ONNX an engine is built from, kept beside it with the same stem: model.fp16.engine → model.fp16.onnx
+    (where `clipedge engine` puts an engine, and where the runtime looks for the contract of a foreign one)."""
+    return engine.with_suffix(".onnx")
 
 
 def _gate(parity: ParityResult, run: Run, what: str, advice: str = "") -> None:
@@ -112,14 +110,15 @@ def export_model(
 ) -> ExportResult:
     """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
 
-    ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile); with ``fixed_batch`` the ONNX input
-    is fixed to that one N instead of a dynamic batch. ``format="engine"`` implies fp16 (see tensorrt_build)
-    unless ``int8`` is given: then the INT8 QDQ model (clipedge.calibration.int8) is exported, gated on the
-    run's test images against fp32, and is what an engine is built from. ``format="deepstream"`` writes the
-    folder of clipedge.export.deepstream (``out`` is that folder; ``process_mode`` and ``overwrite`` are its own).
-    ``frame="1920x1080"`` makes the input the raw camera frame in ``pixel_format`` (rgb, bgr, nv12 with
-    ``colour_matrix``) with colour conversion, resize and crop in the graph (clipedge.export.frame_input), gated on
-    the run's images placed in such frames.
+    ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile, recorded in the ONNX); with
+    ``fixed_batch`` the ONNX input is fixed to that one N instead of a dynamic batch. With ``int8`` the INT8 QDQ
+    model (clipedge.calibration.int8) is exported and gated on the run's test images against fp32.
+    ``format="engine"`` builds a strongly typed TensorRT engine from the ONNX of the precision asked for (fp32
+    by default, ``fp16``, ``int8``) with the runtime's ``build_engine``, and keeps that ONNX beside it.
+    ``format="deepstream"`` writes the folder of clipedge.export.deepstream (``out`` is that folder;
+    ``process_mode`` and ``overwrite`` are its own). ``frame="1920x1080"`` makes the input the raw camera frame in
+    ``pixel_format`` (rgb, bgr, nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
+    (clipedge.export.frame_input), gated on the run's images placed in such frames.
     """
     started = time.perf_counter()
     given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
@@ -140,10 +139,9 @@ def export_model(
         int8.validate()
     profile, static_batch = resolve_batch(batch, fixed_batch)
     run = load_run(run_dir)
-    if format == "engine":
+    if format == "engine":  # fail in a second, not after the export
         import_tensorrt()
-        gpu_identity()
-        fp16 = not int8
+        current_gpu(import_cudart())
     device = resolve_device(device)
     precision = "int8" if int8 else ("fp16" if fp16 else "fp32")
     artifact = Path(out) if out else default_artifact(run, format, precision)
@@ -165,13 +163,14 @@ def export_model(
                                           spec.resize_mode)
     graph = to_onnx(exported_module, spec.image_size, static_batch, opset,
                     frame_input.sample_shape if frame_input else None)
-    metadata = model_metadata(run, precision, embeddings, static_batch, graph.opset, frame_input)
+    metadata = {**model_metadata(run, precision, embeddings, static_batch, graph.opset, frame_input),
+                BATCH_PROFILE_KEY: str(profile)}
     paths = parity_images(run, parity_count)
     reference = (frame_reference_outputs(run, backbone, reference_module, temperature, paths, frame_input)
                  if frame_input else reference_outputs(run, backbone, reference_module, temperature, paths))
-    onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact, precision)
+    onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact)
     related: dict[str, Path] = {}
-    quantization = None
+    quantization = engine_gate = None
     with staging_folder(artifact) as staging:
         graph_onnx = staging / ("fp32.onnx" if int8 else onnx_path.name)
         set_onnx_metadata(graph.model, {**metadata, "precision": "fp16" if fp16 else "fp32"})
@@ -195,17 +194,20 @@ def export_model(
             parity = _gate_int8(run, _cpu_probs(staged_onnx, reference.frames), reference, temperature, int8.min_agreement)
         else:
             model = graph.model
-        set_onnx_metadata(model, {**metadata, "parity": parity.to_dict()})
+        references = reference_set(reference, precision, temperature, int8.min_agreement if int8 else None)
+        set_onnx_metadata(model, {**metadata, "parity": parity.to_dict(), REFERENCE_KEY: references.encode()})
         onnx.save(model, str(staged_onnx))
+        require_tensorrt_compatible(staged_onnx, onnx_path)
         if format == "engine":
-            settings = EngineSettings(profile, spec.image_size, workspace_gib, optimization_level,
-                                      Path(timing_cache) if timing_cache else default_timing_cache())
-            parity = _build_and_check_engine(run, staged_onnx, artifact, settings, metadata, parity, reference,
-                                             precision, temperature, int8.min_agreement if int8 else None)
+            build = build_engine(staged_onnx, staging / artifact.name, timing_cache=timing_cache,
+                                 workspace_gib=workspace_gib, optimization_level=optimization_level)
+            engine_gate = build.gate
+            publish(build.sidecar, sidecar_path(artifact))
+            publish(build.engine, artifact)
             related = {"sidecar": sidecar_path(artifact), "onnx": onnx_path}
         publish(staged_onnx, onnx_path)
     return ExportResult(artifact, format, precision, artifact.stat().st_size, graph.nodes_before, graph.nodes_after,
-                        parity.to_dict(), time.perf_counter() - started, related, quantization)
+                        parity.to_dict(), time.perf_counter() - started, related, quantization, engine_gate)
 
 
 def fast_resized_frames(paths: list[Path], spec: Any) -> Any:
@@ -229,20 +231,4 @@ def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: fl
     _gate(parity, run, "INT8 model", f"{resolution}. This run's decisions turn on logit differences finer than INT8 "
           "resolves: export fp32 or --fp16 instead, calibrate on more representative images (--calib), or accept "
           "less agreement (--min-agreement)")
-    return parity
-
-
-def _build_and_check_engine(run: Run, staged_onnx: Path, artifact: Path, settings: EngineSettings,
-                            metadata: dict[str, Any], onnx_parity: ParityResult, reference: ParityReference,
-                            precision: str, temperature: float | None, min_agreement: float | None) -> ParityResult:
-    """Build the engine next to the staged ONNX, gate it on the same frames, then publish it with its sidecar."""
-    staged_engine = staged_onnx.with_name(artifact.name)
-    sidecar = sidecar_path(staged_engine)  # the runtime's TensorRT backend reads it
-    facts = {**metadata, **build_engine(staged_onnx, staged_engine, settings), "onnx_parity": onnx_parity.to_dict()}
-    sidecar.write_text(json.dumps(facts, indent=2) + "\n")
-    parity = engine_parity(staged_engine, reference, precision, temperature, min_agreement)
-    _gate(parity, run, "TensorRT engine")
-    sidecar.write_text(json.dumps({**facts, "parity": parity.to_dict()}, indent=2) + "\n")
-    publish(sidecar, sidecar_path(artifact))
-    publish(staged_engine, artifact)
     return parity

@@ -24,6 +24,7 @@ import onnx
 import torch
 
 from clipedge.errors import ClipedgeError
+from clipedge.runtime.tensorrt_operators import OPSET_RANGE as TENSORRT_OPSETS
 
 from .frame_input import FrameClassifier
 from .fuse import FusedClassifier
@@ -37,8 +38,11 @@ MAX_DYNAMIC_BATCH = 4096
 
 
 def check_opset(opset: int) -> None:
-    if opset < MIN_OPSET:
-        raise ClipedgeError(f"--opset {opset}: expected {MIN_OPSET} or newer (what torch's dynamo exporter emits)")
+    """From what torch's dynamo exporter emits up to what every TensorRT 10.x parser reads."""
+    highest = TENSORRT_OPSETS[1]
+    if not MIN_OPSET <= opset <= highest:
+        raise ClipedgeError(f"--opset {opset}: expected {MIN_OPSET} to {highest} (torch's dynamo exporter emits "
+                            f"{MIN_OPSET} or newer; TensorRT 10.x parses up to {highest})")
 
 
 @dataclass
@@ -51,6 +55,21 @@ class OnnxGraph:
     def opset(self) -> int:
         """The default-domain opset the graph actually uses (the exporter may raise the one asked for)."""
         return next(entry.version for entry in self.model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def read_input_shape_after_cast(model: onnx.ModelProto) -> None:
+    """Make the input's Cast also the source of its shape: the exporter reads the batch size with
+    ``Shape(images)``, which TensorRT refuses (a UINT8 network input must feed a Cast and nothing else); the
+    Cast's output has the same shape, so Shape/Size nodes read it instead. Anything else that reads the uint8
+    input is left for the static TensorRT check to name."""
+    cast = next((node for node in model.graph.node if node.op_type == "Cast" and INPUT_NAME in node.input), None)
+    if cast is None:
+        return
+    nodes = model.graph.node
+    nodes.insert(0, nodes.pop(list(nodes).index(cast)))  # it reads only the input: first keeps the order topological
+    for node in nodes[1:]:
+        if node.op_type in ("Shape", "Size") and INPUT_NAME in node.input:
+            node.input[0] = cast.output[0]
 
 
 def to_onnx(module: FusedClassifier | FrameClassifier, image_size: int, fixed_batch: int | None = None,
@@ -75,6 +94,8 @@ def trace_to_onnx(module: torch.nn.Module, example: torch.Tensor, input_name: st
         )
         before = len(program.model_proto.graph.node)
         program.optimize()
-    model = onnx.shape_inference.infer_shapes(program.model_proto, check_type=True, strict_mode=True)
+    proto = program.model_proto  # a fresh conversion on every access
+    read_input_shape_after_cast(proto)
+    model = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return OnnxGraph(model, before, len(model.graph.node))

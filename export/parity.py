@@ -26,7 +26,7 @@ from clipedge.run_dir import Run
 from clipedge.run_features import run_data
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from clipedge.runtime.contract import FrameInput, run_in_batches
+from clipedge.runtime.contract import FrameInput, ReferenceSet, run_in_batches
 from clipedge.runtime.nv12 import nv12_to_rgb, rgb_to_nv12
 from PIL import Image
 from torchvision import transforms as T
@@ -37,6 +37,8 @@ from .fuse import FusedClassifier
 #: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
 TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
 PARITY_IMAGES = 64
+#: frames embedded in the ONNX for the engine gate on the device: a few, since they travel in every model file
+REFERENCE_SET_IMAGES = 8
 REFERENCE_BATCH = 16
 
 #: uint8 frames [N, H, W, 3] -> probs [N, C], the exported model under test
@@ -158,9 +160,9 @@ def frame_reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier
     return ParityReference(np.stack(inputs), reference.fused, reference.pipeline)
 
 
-def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,
-            min_agreement: float | None = None) -> ParityResult:
-    """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance.
+def tolerance(precision: str, temperature: float | None = None,
+              min_agreement: float | None = None) -> tuple[float, float | None]:
+    """(minimum top-1 agreement, maximum |Δprob|) for ``precision``.
 
     A calibrated temperature T < 1 sharpens the softmax, which multiplies every logit error by 1/T on its
     way into the probabilities; the |Δprob| bound is widened by the same factor, so the requirement on the
@@ -171,6 +173,13 @@ def compare(exported: np.ndarray, reference: ParityReference, precision: str, te
         minimum = min_agreement
     if maximum is not None and temperature:
         maximum /= min(temperature, 1.0)
+    return minimum, maximum
+
+
+def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,
+            min_agreement: float | None = None) -> ParityResult:
+    """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance."""
+    minimum, maximum = tolerance(precision, temperature, min_agreement)
 
     def agreement(other: np.ndarray) -> float:
         return float((exported.argmax(1) == other.argmax(1)).mean())
@@ -182,6 +191,16 @@ def compare(exported: np.ndarray, reference: ParityReference, precision: str, te
         max_dprob_pipeline=float(np.abs(exported - reference.pipeline).max()),
         min_agreement=minimum, max_dprob=maximum,
     )
+
+
+def reference_set(reference: ParityReference, precision: str, temperature: float | None = None,
+                  min_agreement: float | None = None) -> ReferenceSet:
+    """The first frames of the export's gate and their fp32 PyTorch probabilities, for the engine gate on the
+    device: the fp16 tolerance for fp32 and fp16 engines (TensorRT's TF32 builder flag is on by default, so an fp32
+    engine may round matrix products to TF32), the INT8 gate's for INT8 engines."""
+    minimum, maximum = tolerance("int8" if precision == "int8" else "fp16", temperature, min_agreement)
+    count = REFERENCE_SET_IMAGES
+    return ReferenceSet(reference.frames[:count], reference.fused[:count], minimum, maximum)
 
 
 def backend_probs(backend: Backend, frames: np.ndarray) -> np.ndarray:

@@ -91,8 +91,7 @@ class Classifier:
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = Path(path), bgr, top_k
-        self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph,
-                                              max_batch=batch_size)
+        self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph)
         self.metadata = self.backend.metadata
         self.frame = frame_input_of(self.metadata)
         self.resize_quality = check_resize_quality(resize_quality)

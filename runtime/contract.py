@@ -10,6 +10,8 @@ so a camera box with numpy and one inference backend can use all of it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,13 @@ NVINFER_OUTPUT_NAMES = ("probs",)
 PIXEL_FORMATS = ("rgb", "bgr", "nv12")
 #: YCbCr → RGB matrices an NV12 front end implements, both limited range (Y 16-235, CbCr 16-240)
 COLOUR_MATRICES = ("bt601", "bt709")
+#: metadata key of the batch range an export was made for ("MIN,OPT,MAX"): engine profiles and ORT's TensorRT EP
+BATCH_PROFILE_KEY = "batch_profile"
+DEFAULT_BATCH_PROFILE = "1,8,32"
+#: metadata key of the frames and fp32 PyTorch probabilities an engine built from the ONNX must reproduce
+REFERENCE_KEY = "reference_set"
+#: class names, one per line, beside an engine built by another tool (trtexec, Polygraphy)
+LABELS_FILE = "labels.txt"
 
 
 def output_names(embeddings: bool) -> list[str]:
@@ -168,7 +177,9 @@ def model_metadata_of(path: Path) -> dict[str, str]:
         if metadata is None:
             raise ClipedgeError(f"model {path}: not a valid ONNX model (truncated or another format)")
         return metadata
-    return encode_metadata(read_sidecar(path))
+    if sidecar_path(path).is_file():
+        return encode_metadata(read_sidecar(path))
+    return foreign_engine_metadata(path)
 
 
 # --- camera-frame input (``clipedge export --frame WxH``) ----------------------------------------------------------
@@ -269,12 +280,58 @@ def read_sidecar(engine: Path) -> dict[str, Any]:
     try:
         facts = json.loads(sidecar.read_text())
     except FileNotFoundError:
-        raise ClipedgeError(f"model {engine}: missing {sidecar.name}, the sidecar `clipedge export --format engine` writes") from None
+        raise ClipedgeError(f"model {engine}: missing {sidecar.name}, the sidecar `clipedge engine` writes") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ClipedgeError(f"model {sidecar}: not a valid JSON sidecar ({error})") from None
     if not isinstance(facts, dict):
         raise ClipedgeError(f"model {sidecar}: expected a JSON object")
     return facts
+
+
+def engine_fingerprint(engine: Path) -> dict[str, Any]:
+    """Size and SHA-256 of an engine file: recorded in its sidecar, so a sidecar is never trusted for another
+    engine (a rebuilt, copied-over or truncated one)."""
+    digest = hashlib.sha256()
+    with open(engine, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return {"engine_bytes": engine.stat().st_size, "engine_sha256": digest.hexdigest()}
+
+
+def check_sidecar_matches(engine: Path, sidecar: dict[str, Any]) -> None:
+    """Refuse a sidecar whose recorded size or SHA-256 is not this engine file's (size first: it costs nothing)."""
+    if "engine_sha256" not in sidecar:
+        raise ClipedgeError(f"model {engine}: {sidecar_path(engine).name} records no engine_sha256 (written by an older "
+                            f"clipedge); rebuild the engine with `clipedge engine MODEL.onnx`")
+    size = engine.stat().st_size
+    if size != sidecar.get("engine_bytes"):
+        raise ClipedgeError(f"model {engine}: the file has {size} bytes but {sidecar_path(engine).name} describes one of "
+                            f"{sidecar.get('engine_bytes')} bytes (truncated, or the sidecar of another engine)")
+    if engine_fingerprint(engine)["engine_sha256"] != sidecar["engine_sha256"]:
+        raise ClipedgeError(f"model {engine}: {sidecar_path(engine).name} belongs to another engine (SHA-256 differs); "
+                            f"rebuild with `clipedge engine MODEL.onnx` or remove the sidecar")
+
+
+def foreign_engine_metadata(engine: Path) -> dict[str, str]:
+    """The contract of an engine without a sidecar (built by trtexec or Polygraphy): the metadata of the ONNX of the
+    same name beside it, else class names from ``labels.txt`` beside it. The engine itself supplies the tensors."""
+    onnx_file = engine.with_suffix(".onnx")
+    labels = engine.with_name(LABELS_FILE)
+    if onnx_file.is_file():
+        metadata = read_onnx_metadata(onnx_file)
+        if metadata is None:
+            raise ClipedgeError(f"model {engine}: {onnx_file.name} beside it is not a valid ONNX model")
+        return metadata
+    if labels.is_file():
+        try:
+            names = [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise ClipedgeError(f"model {engine}: {labels} is not UTF-8 text (one class name per line)") from None
+        if not names:
+            raise ClipedgeError(f"model {engine}: {labels} lists no class names (one per line)")
+        return {"class_names": json.dumps(names)}
+    raise ClipedgeError(f"model {engine}: no {sidecar_path(engine).name} sidecar, and neither {onnx_file.name} nor "
+                        f"{LABELS_FILE} beside it to name the classes")
 
 
 # --- batch profile ----------------------------------------------------------------------------------------------
@@ -311,6 +368,15 @@ def parse_batch(text: str | int, option: str = "--batch") -> BatchProfile:
     return BatchProfile(low, opt, high)
 
 
+def recorded_batch_profile(metadata: dict[str, str]) -> BatchProfile:
+    """The batch range a model was exported for: N,N,N for a fixed batch, else its recorded ``batch_profile``
+    (exports before it was recorded: the default profile)."""
+    batch = json.loads(metadata.get("input", "{}")).get("shape", [None])[0]
+    if isinstance(batch, int):
+        return BatchProfile(batch, batch, batch)
+    return parse_batch(metadata.get(BATCH_PROFILE_KEY, DEFAULT_BATCH_PROFILE), BATCH_PROFILE_KEY)
+
+
 def run_in_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], frames: np.ndarray, max_batch: int | None,
                    min_batch: int = 1) -> dict[str, np.ndarray]:
     """``run`` over all frames in chunks a model accepts: split above ``max_batch``, pad a short chunk up to
@@ -325,6 +391,53 @@ def run_in_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], frames: n
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], min_batch - count, axis=0)])
         parts.append({name: value[:count] for name, value in run(np.ascontiguousarray(chunk)).items()})
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+# --- reference set ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """A few of the run's frames at model resolution and the fp32 PyTorch probabilities for them, embedded in the
+    ONNX at export, so an engine built later on the device (without PyTorch or the run) is gated on the answers
+    the exported model was gated on, with the export gate's tolerance for its precision."""
+
+    frames: np.ndarray
+    probs: np.ndarray
+    min_agreement: float
+    max_dprob: float | None
+
+    def encode(self) -> str:
+        frames = np.ascontiguousarray(self.frames, dtype=np.uint8)
+        return json.dumps({"shape": list(frames.shape), "frames": base64.b64encode(frames.tobytes()).decode("ascii"),
+                           "probs": np.asarray(self.probs, dtype=np.float32).tolist(),
+                           "min_agreement": self.min_agreement, "max_dprob": self.max_dprob})
+
+    def compare(self, probs: np.ndarray) -> dict[str, Any]:
+        """Top-1 agreement and max |Δprob| of ``probs`` against the reference, and whether they pass."""
+        agreement = float((probs.argmax(1) == self.probs.argmax(1)).mean())
+        dprob = float(np.abs(probs - self.probs).max())
+        passed = agreement >= self.min_agreement and (self.max_dprob is None or dprob <= self.max_dprob)
+        return {"images": len(probs), "agreement": agreement, "max_dprob": dprob, "min_agreement": self.min_agreement,
+                "max_dprob_allowed": self.max_dprob, "passed": passed}
+
+
+def read_reference_set(metadata: dict[str, str], source: str | Path) -> ReferenceSet:
+    """The embedded reference set; one line naming ``source`` when it is absent or malformed."""
+    if REFERENCE_KEY not in metadata:
+        raise ClipedgeError(f"model {source}: metadata lacks {REFERENCE_KEY} (the frames an engine is gated on); "
+                            f"re-export it with this clipedge's `clipedge export`")
+    try:
+        entry = json.loads(metadata[REFERENCE_KEY])
+        frames = np.frombuffer(base64.b64decode(entry["frames"]), dtype=np.uint8).reshape(entry["shape"])
+        probs = np.asarray(entry["probs"], dtype=np.float32)
+        maximum = entry["max_dprob"]
+        reference = ReferenceSet(frames, probs, float(entry["min_agreement"]), None if maximum is None else float(maximum))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ClipedgeError(f"model {source}: malformed {REFERENCE_KEY} metadata ({error})") from None
+    if probs.ndim != 2 or len(probs) != len(frames):
+        raise ClipedgeError(f"model {source}: {REFERENCE_KEY} has {len(frames)} frames but {len(probs)} probability rows")
+    return reference
 
 
 # --- onnxruntime ------------------------------------------------------------------------------------------------

@@ -186,10 +186,11 @@ def test_default_artifact_names(tiny_run):
     run = clipedge.load_run(tiny_run)
     assert default_artifact(run, "onnx", "int8").name == "model.int8.onnx"
     assert default_artifact(run, "engine", "int8").name == "model.int8.engine"
-    assert default_artifact(run, "engine", "fp16").name == "model.engine"
-    assert engine_onnx_path(Path("model.int8.engine"), "int8").name == "model.int8.onnx"
-    assert engine_onnx_path(Path("model.engine"), "fp16").name == "model.fp16.onnx"
-    assert engine_onnx_path(Path("cam.plan"), "int8").name == "cam.int8.onnx"
+    assert default_artifact(run, "engine", "fp16").name == "model.fp16.engine"
+    assert default_artifact(run, "engine", "fp32").name == "model.engine"  # precision follows the flags, fp32 first
+    assert engine_onnx_path(Path("model.int8.engine")).name == "model.int8.onnx"
+    assert engine_onnx_path(Path("model.engine")).name == "model.onnx"
+    assert engine_onnx_path(Path("cam.plan")).name == "cam.onnx"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -198,7 +199,7 @@ def test_default_artifact_names(tiny_run):
     (["--int8", "--min-agreement", "1.5"], "--min-agreement 1.5: expected a fraction"),
     (["--int8", "--calib", "{tmp}/missing"], "--calib {tmp}/missing: no such folder"),
     (["--int8", "--calib", "{tmp}/empty"], "--calib {tmp}/empty: no image files"),
-    (["--int8", "--format", "engine"], "--format engine: TensorRT is not installed"),
+    (["--int8", "--format", "engine"], "TensorRT is not installed"),
 ])
 def test_bad_int8_input_is_one_line_and_writes_nothing(tiny_run, tmp_path, args, message):
     pytest.importorskip("onnxruntime")

@@ -87,7 +87,8 @@ def test_export_and_calibration_do_not_reach_into_training(folder):
 def test_runtime_owns_the_contract():
     """Names, sidecar, batch profile and the ORT TensorRT options are defined once, in runtime/contract.py."""
     definitions = {"INPUT_NAME", "OUTPUT_NAMES", "BatchProfile", "sidecar_path", "read_sidecar",
-                   "tensorrt_provider_options", "run_in_batches", "parse_batch"}
+                   "tensorrt_provider_options", "run_in_batches", "parse_batch", "recorded_batch_profile",
+                   "ReferenceSet", "read_reference_set", "engine_fingerprint", "foreign_engine_metadata"}
     owners: dict[str, list[str]] = {}
     for folder in FOLDERS:
         for path in modules_in(folder):

@@ -17,7 +17,7 @@ ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 def open_backend(path: Path, providers: list[str] | None = None, threads: int | None = None,
-                 cuda_graph: bool = False, max_batch: int = 32) -> Backend:
+                 cuda_graph: bool = False) -> Backend:
     """Pick the backend from the file name: .onnx → onnxruntime, .engine/.plan → TensorRT."""
     if not path.is_file():
         raise ClipedgeError(f"model {path}: no such file")
@@ -25,7 +25,7 @@ def open_backend(path: Path, providers: list[str] | None = None, threads: int | 
     if suffix in ONNX_SUFFIXES:
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, providers, threads, max_batch)
+        return OnnxRuntimeBackend(path, providers, threads)
     if suffix in ENGINE_SUFFIXES:
         from .tensorrt_backend import TensorRTBackend
 

@@ -7,7 +7,6 @@ a GPU provider fails to initialise.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,10 +15,10 @@ from clipedge.errors import ClipedgeError
 
 from ..contract import (
     TENSORRT_PROVIDER,
-    BatchProfile,
     cpu_graph_optimization,
     frame_input_of,
     score_output,
+    recorded_batch_profile,
     tensorrt_provider_options,
 )
 from ..onnx_metadata import read_external_data, read_onnx_metadata
@@ -31,15 +30,15 @@ PREFERRED_PROVIDERS = (TENSORRT_PROVIDER, "CUDAExecutionProvider", "CPUExecution
 ORT_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
-def tensorrt_options(path: Path, metadata: dict[str, str], max_batch: int) -> dict[str, str]:
+def tensorrt_options(path: Path, metadata: dict[str, str]) -> dict[str, str]:
     """ONNX Runtime's TensorRT route: engines built on first run and cached beside the model, strongly typed,
-    one profile over the model's own batch range (contract.tensorrt_provider_options)."""
+    one profile over the batch range the model was exported for (contract.recorded_batch_profile), never the
+    caller's batch size: another shape outside the cached profile would rebuild the engine (onnxruntime#16889)."""
     cache = path.parent / "trt-cache"
     if "image_size" not in metadata:  # not a clipedge export: no input contract to build a profile from
         return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
-    batch = json.loads(metadata.get("input", "{}")).get("shape", [None])[0]
-    profile = BatchProfile(batch, batch, batch) if isinstance(batch, int) else BatchProfile(1, max_batch, max_batch)
-    return tensorrt_provider_options(cache, int(metadata["image_size"]), profile, frame=frame_input_of(metadata))
+    return tensorrt_provider_options(cache, int(metadata["image_size"]), recorded_batch_profile(metadata),
+                                     frame=frame_input_of(metadata))
 
 
 def check_external_data(path: Path) -> None:
@@ -80,8 +79,7 @@ def _dim(value: object) -> int | None:
 class OnnxRuntimeBackend(Backend):
     """An ``onnxruntime.InferenceSession`` over a clipedge ONNX model."""
 
-    def __init__(self, path: Path, providers: list[Provider] | None = None, threads: int | None = None,
-                 max_batch: int = 32):
+    def __init__(self, path: Path, providers: list[Provider] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
         metadata = read_onnx_metadata(path)
@@ -95,8 +93,7 @@ class OnnxRuntimeBackend(Backend):
         if _provider_name(chosen[0]) == "CPUExecutionProvider":
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                        cpu_graph_optimization(metadata.get("precision")))
-        provider_list = [(p, tensorrt_options(path, metadata, max_batch)) if p == TENSORRT_PROVIDER else p
-                         for p in chosen]
+        provider_list = [(p, tensorrt_options(path, metadata)) if p == TENSORRT_PROVIDER else p for p in chosen]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=provider_list)
         except Exception as error:  # noqa: BLE001 - onnxruntime's pybind exceptions share no public base class
@@ -114,6 +111,9 @@ class OnnxRuntimeBackend(Backend):
         self.num_classes = _dim(scores.shape[-1]) if scores is not None and scores.shape else None
         batch = self.input_shape[0] if self.input_shape else None
         self.batch_range = (batch, batch) if batch else (1, None)
+        if self.provider == TENSORRT_PROVIDER and "image_size" in metadata:  # chunks within the cached profile
+            profile = recorded_batch_profile(metadata)
+            self.batch_range = (profile.min, profile.max)
         log.info("running %s with onnxruntime's %s", path.name, self.provider)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:

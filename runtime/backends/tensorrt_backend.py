@@ -1,11 +1,18 @@
-"""TensorRT backend (TensorRT 10 Python API + cuda-python): pinned host buffers, one stream, optional CUDA graph.
+"""TensorRT backend (TensorRT 10/11 Python API + cuda-python): pinned host buffers, one stream, optional CUDA graph.
 
 An engine runs only on the GPU architecture (compute capability) and the exact
-TensorRT version it was built with. The JSON sidecar ``clipedge export
---format engine`` writes next to it (``model.engine.json``) records both, and
-a mismatch is refused in one line before TensorRT would fail obscurely. A
-different GPU name with the same compute capability only warns: TensorRT
-runs such engines, possibly with less-than-optimal kernels.
+TensorRT version it was built with. The JSON sidecar ``clipedge engine`` writes
+next to it (``model.engine.json``) records both, and the engine file's size and
+SHA-256, so a mismatch, a truncated engine or a sidecar of another engine is
+refused in one line before TensorRT would fail obscurely. A different GPU name
+with the same compute capability only warns: TensorRT runs such engines,
+possibly with less-than-optimal kernels.
+
+Engines built by other tools (trtexec, Polygraphy) have no sidecar: names,
+dtypes and the batch range come from the engine itself, class names from the
+ONNX of the same name or a ``labels.txt`` beside it. TensorRT's API exposes no
+build version or GPU of a serialized engine, so for them the compatibility
+check is TensorRT's own: deserialization fails, and that is reported in one line.
 
 Buffers are allocated once for the largest batch the engine accepts: pinned
 host memory (``cudaMallocHost``) so copies are true async DMA, device memory
@@ -26,89 +33,84 @@ from typing import Any
 import numpy as np
 from clipedge.errors import ClipedgeError
 
-from ..contract import INPUT_NAME, encode_metadata, read_sidecar
+from ..contract import (
+    INPUT_NAME,
+    check_sidecar_matches,
+    encode_metadata,
+    foreign_engine_metadata,
+    read_sidecar,
+    sidecar_path,
+)
+from ..tensorrt_env import cuda_check, current_gpu, import_cudart, import_tensorrt
 from .base import Backend
 
 log = logging.getLogger(__name__)
-INSTALL_HINT = "pip install 'clipedge[tensorrt]' (tensorrt, cuda-python) on a machine with an NVIDIA GPU"
+REBUILD = "rebuild it here with `clipedge engine MODEL.onnx`"
 
 
 def check_compatible(engine: Path, sidecar: dict[str, Any], gpu_name: str, compute_capability: str,
                      tensorrt_version: str) -> None:
-    """Refuse an engine built for another GPU architecture or TensorRT version, naming both sides."""
+    """Refuse an engine built for another GPU architecture or TensorRT version, naming both sides; an engine built
+    ``--hardware-compatible`` (Ampere or newer) or ``--version-compatible`` is left to TensorRT on that count."""
     built_gpu, built_cc = sidecar.get("gpu_name", "an unrecorded GPU"), sidecar.get("compute_capability")
     built_trt = sidecar.get("tensorrt_version")
-    if built_cc != compute_capability:
+    flags = sidecar.get("build_flags") or {}
+    if built_cc != compute_capability and not flags.get("hardware_compatible"):
         raise ClipedgeError(
             f"model {engine}: engine was built for {built_gpu} (compute {built_cc}) but this GPU is {gpu_name} "
-            f"(compute {compute_capability}); rebuild it here with `clipedge export RUN --format engine`")
-    if built_trt != tensorrt_version:
+            f"(compute {compute_capability}); {REBUILD}")
+    if built_trt != tensorrt_version and not flags.get("version_compatible"):
         raise ClipedgeError(
             f"model {engine}: engine was built with TensorRT {built_trt} but TensorRT {tensorrt_version} is installed; "
-            f"rebuild it here with `clipedge export RUN --format engine`")
+            f"{REBUILD}")
     if built_gpu != gpu_name:
-        log.warning("model %s: built on %s, running on %s (same compute capability %s)", engine, built_gpu, gpu_name,
-                    compute_capability)
-
-
-def _check(result: Any) -> Any:
-    """cuda-python returns (error, *values); raise on any error, return the value(s)."""
-    error, *values = result if isinstance(result, tuple) else (result,)
-    if int(error) != 0:
-        raise ClipedgeError(f"CUDA call failed: {error}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def _import() -> tuple[Any, Any]:
-    try:
-        import tensorrt as trt
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:  # cuda-python before 12.6 exposed the runtime bindings as cuda.cudart
-            import tensorrt as trt
-            from cuda import cudart
-        except ImportError:
-            raise ClipedgeError(f"TensorRT engines need tensorrt and cuda-python: {INSTALL_HINT}") from None
-    return trt, cudart
-
-
-def current_gpu(cudart: Any) -> tuple[str, str]:
-    """(name, "major.minor") of the current CUDA device."""
-    properties = _check(cudart.cudaGetDeviceProperties(_check(cudart.cudaGetDevice())))
-    name = properties.name
-    name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
-    return name.rstrip("\x00").strip(), f"{properties.major}.{properties.minor}"
+        log.warning("model %s: built on %s, running on %s (compute %s, built for %s)", engine, built_gpu, gpu_name,
+                    compute_capability, built_cc)
 
 
 class TensorRTBackend(Backend):
     """A deserialised TensorRT engine with its execution context, stream and buffers."""
 
     def __init__(self, path: Path, cuda_graph: bool = False):
-        trt, cudart = _import()
+        sidecar = read_sidecar(path) if sidecar_path(path).is_file() else None
+        if sidecar is not None:  # files first: a truncated engine or a stranger's sidecar needs no GPU to refuse
+            check_sidecar_matches(path, sidecar)
+        self.metadata = encode_metadata(sidecar) if sidecar is not None else foreign_engine_metadata(path)
+        trt, cudart = import_tensorrt(), import_cudart()
         self.trt, self.cudart = trt, cudart
-        sidecar = read_sidecar(path)
-        check_compatible(path, sidecar, *current_gpu(cudart), trt.__version__)
-        self.metadata = encode_metadata(sidecar)
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        gpu = current_gpu(cudart)
+        if sidecar is not None:
+            check_compatible(path, sidecar, gpu["gpu_name"], gpu["compute_capability"], trt.__version__)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if sidecar is not None and sidecar.get("build_flags", {}).get("version_compatible"):
+            runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise ClipedgeError(f"model {path}: TensorRT could not deserialise the engine (see its log above)")
+            raise ClipedgeError(
+                f"model {path}: TensorRT {trt.__version__} could not deserialise it on {gpu['gpu_name']} (compute "
+                f"{gpu['compute_capability']}): a truncated file, or an engine built with another TensorRT version or "
+                f"for another GPU (see TensorRT's log above); {REBUILD}")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        if INPUT_NAME not in names:
-            raise ClipedgeError(f"model {path}: engine has no input named {INPUT_NAME!r} (tensors: {', '.join(names)})")
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise ClipedgeError(f"model {path}: expected one input tensor ({INPUT_NAME!r}), the engine has "
+                                f"{len(inputs)}: {', '.join(inputs)}")
+        self.input_name = inputs[0]
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        shape = tuple(self.engine.get_tensor_shape(INPUT_NAME))
+        if sidecar is None:
+            log.info("model %s: no sidecar; tensors and batch range read from the engine (hardware compatibility %s)",
+                     path.name, self.engine.hardware_compatibility_level)
+        shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self.input_shape = tuple(d if d >= 0 else None for d in shape)
-        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME))).name
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name))).name
         if shape[0] >= 0:  # built for a fixed batch
             self.batch_range = (shape[0], shape[0])
         else:
-            low, _, high = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+            low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
             self.batch_range = (int(low[0]), int(high[0]))
         self.num_classes = int(self.engine.get_tensor_shape("probs")[-1]) if "probs" in self.output_names else None
-        self.stream = _check(cudart.cudaStreamCreate())
+        self.stream = cuda_check(cudart.cudaStreamCreate())
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
         self._allocate(self.batch_range[1])
@@ -120,53 +122,57 @@ class TensorRTBackend(Backend):
 
     def _allocate(self, max_batch: int) -> None:
         """Pinned host and device buffers for the largest batch, bound to the context once."""
-        for name in [INPUT_NAME, *self.output_names]:
+        for name in [self.input_name, *self.output_names]:
             shape = [max_batch if d < 0 else d for d in self.engine.get_tensor_shape(name)]
             dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            pointer = _check(self.cudart.cudaMallocHost(nbytes))
+            pointer = cuda_check(self.cudart.cudaMallocHost(nbytes))
             self.host[name] = np.frombuffer((ctypes.c_byte * nbytes).from_address(pointer), dtype=dtype).reshape(shape)
-            self.device[name] = _check(self.cudart.cudaMalloc(nbytes))
-            self.context.set_tensor_address(name, self.device[name])
+            self.device[name] = cuda_check(self.cudart.cudaMalloc(nbytes))
+            if not self.context.set_tensor_address(name, self.device[name]):
+                raise ClipedgeError(f"TensorRT refused the device buffer for tensor {name!r} (see its log above)")
 
     def _enqueue(self, batch: int) -> None:
         """Copy in, run, copy out, all queued on the stream."""
         kind = self.cudart.cudaMemcpyKind
-        host_in = self.host[INPUT_NAME][:batch]
-        _check(self.cudart.cudaMemcpyAsync(self.device[INPUT_NAME], host_in.ctypes.data, host_in.nbytes,
+        host_in = self.host[self.input_name][:batch]
+        cuda_check(self.cudart.cudaMemcpyAsync(self.device[self.input_name], host_in.ctypes.data, host_in.nbytes,
                                            kind.cudaMemcpyHostToDevice, self.stream))
         if not self.context.execute_async_v3(int(self.stream)):  # TensorRT takes the raw stream handle
             raise ClipedgeError("TensorRT failed to enqueue the engine (see its log above)")
         for name in self.output_names:
             host_out = self.host[name][:batch]
-            _check(self.cudart.cudaMemcpyAsync(host_out.ctypes.data, self.device[name], host_out.nbytes,
+            cuda_check(self.cudart.cudaMemcpyAsync(host_out.ctypes.data, self.device[name], host_out.nbytes,
                                                kind.cudaMemcpyDeviceToHost, self.stream))
 
     def _capture(self, batch: int) -> None:
         """Record one enqueue for this batch size into a CUDA graph (after one ordinary run, as TensorRT asks)."""
         self._release_graph()
         self._enqueue(batch)
-        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        cuda_check(self.cudart.cudaStreamSynchronize(self.stream))
         mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        _check(self.cudart.cudaStreamBeginCapture(self.stream, mode))
+        cuda_check(self.cudart.cudaStreamBeginCapture(self.stream, mode))
         self._enqueue(batch)
-        graph = _check(self.cudart.cudaStreamEndCapture(self.stream))
-        self._graph = _check(self.cudart.cudaGraphInstantiate(graph, 0))
-        _check(self.cudart.cudaGraphDestroy(graph))
+        graph = cuda_check(self.cudart.cudaStreamEndCapture(self.stream))
+        self._graph = cuda_check(self.cudart.cudaGraphInstantiate(graph, 0))
+        cuda_check(self.cudart.cudaGraphDestroy(graph))
         self._graph_batch = batch
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         batch = len(images)
-        self.host[INPUT_NAME][:batch] = images
-        if not self.context.set_input_shape(INPUT_NAME, images.shape):
+        low, high = self.batch_range
+        if not low <= batch <= high:
+            raise ClipedgeError(f"TensorRT engine: batch {batch} is outside its profile's range {low}..{high}")
+        self.host[self.input_name][:batch] = images
+        if not self.context.set_input_shape(self.input_name, images.shape):
             raise ClipedgeError(f"TensorRT refused input shape {list(images.shape)} (batch range {self.batch_range})")
         if self.cuda_graph:
             if self._graph_batch != batch:
                 self._capture(batch)
-            _check(self.cudart.cudaGraphLaunch(self._graph, self.stream))
+            cuda_check(self.cudart.cudaGraphLaunch(self._graph, self.stream))
         else:
             self._enqueue(batch)
-        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        cuda_check(self.cudart.cudaStreamSynchronize(self.stream))
         return {name: self.host[name][:batch].astype(np.float32) for name in self.output_names}
 
     def _release_graph(self) -> None:
