@@ -31,6 +31,7 @@ from clipedge.errors import ClipedgeError
 from clipedge.run_dir import Run, check_output_dir, load_run, staged_run_dir
 from clipedge.runtime.contract import NVINFER_INPUT_NAME, NVINFER_OUTPUT_NAMES, parse_batch
 from clipedge.runtime.preprocess import prepare_files
+from clipedge.runtime.tensorrt_check import require_tensorrt_compatible
 
 from .exporter import ExportResult, _gate
 from .fuse import FusedClassifier
@@ -253,6 +254,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         model_path = staging / MODEL_FILE
         set_onnx_metadata(graph.model, metadata)
         onnx.save(graph.model, str(model_path))
+        require_tensorrt_compatible(model_path, folder / MODEL_FILE)  # nvinfer builds its engine with TensorRT
         probs = onnxruntime_probs(model_path, device)
         parity = compare(probs(nvinfer_input(reference.frames)), reference, precision, temperature)
         _gate(parity, run, "DeepStream ONNX model")

@@ -47,6 +47,7 @@ from clipedge.run_dir import load_run, update_manifest
 from clipedge.runtime import Classifier
 from clipedge.runtime.contract import NVINFER_INPUT_NAME, NVINFER_OUTPUT_NAMES
 from clipedge.runtime.onnx_metadata import read_onnx_metadata
+from clipedge.runtime.tensorrt_check import check_tensorrt_compatible
 
 from conftest import write_image_folder
 
@@ -128,6 +129,7 @@ def test_onnx_is_what_the_config_declares(exported, run):
         assert config["output-blob-names"].split(";") == [o.name for o in session.get_outputs()]
     metadata = read_onnx_metadata(exported.artifact)
     assert json.loads(metadata["input"])["name"] == NVINFER_INPUT_NAME and json.loads(metadata["outputs"]) == ["probs"]
+    assert check_tensorrt_compatible(exported.artifact) == []  # nvinfer builds its engine with TensorRT
 
     loaded = load_run(run)
     backbone = load_backbone_from_spec(loaded.backbone_spec)

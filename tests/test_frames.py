@@ -26,6 +26,7 @@ from clipedge.runtime.boxes import check_boxes
 from clipedge.runtime.contract import FrameInput, parse_frame
 from clipedge.runtime.nv12 import decoding_coefficients, nv12_to_rgb, rgb_to_nv12
 from clipedge.runtime.preprocess import prepare_frame, resize_and_crop
+from clipedge.runtime.tensorrt_check import check_tensorrt_compatible
 
 from conftest import write_image_folder
 from test_bad_input import fails_cleanly
@@ -187,6 +188,13 @@ def test_frame_exports_pass_polygraphy_lint(exports, kind, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "PASSED" in result.stdout + result.stderr, result.stderr[-2000:]
     assert not json.loads(report.read_text())["summary"].get("failing")
+
+
+@pytest.mark.parametrize("kind", ["rgb", "nv12"])
+def test_frame_exports_pass_the_static_tensorrt_check(exports, kind):
+    """onnx-tensorrt's operator and dtype rules (runtime.tensorrt_check): the front end's Gather/MatMul/Floor/Clip
+    resampling, the NV12 decoding and the cast-first input all pass."""
+    assert check_tensorrt_compatible(exports[kind]) == []
 
 
 def test_classifier_passes_frames_through_and_refuses_other_sizes(exports):
