@@ -69,7 +69,7 @@ def test_second_run_reuses_the_cache(image_folder, tmp_path, monkeypatch, caplog
     clipedge.train(image_folder, run, **options)
     calls = []
     original = features_module.extract_features
-    monkeypatch.setattr("clipedge.training.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr("clipedge.feature_cache.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     with caplog.at_level(logging.INFO, logger="clipedge"):
         second = clipedge.train(image_folder, run, overwrite=True, **options)
     assert calls == []
