@@ -45,8 +45,11 @@ setup(
     package_data={"clipedge": ["model_configs/*.json", "weights/*.safetensors", "weights/*.md"],
                   "clipedge.runtime.schemas": ["*.schema.json"]},
     install_requires=[
-        "torch",
-        "open_clip_torch>=2.24",
+        # Checked by installing: torch 2.6.0 trains (CPU fused AdamW) and evaluates, but its dynamo ONNX exporter
+        # fails on the fused model (numel() on symbolic sizes); 2.14.1 exports. Versions between were not checked.
+        "torch>=2.14",
+        # create_model_and_transforms(weights_only=...) arrived in 3.0.0; 2.29-2.32 raise TypeError (checked).
+        "open_clip_torch>=3.0",
         "onnx",
         "onnxscript",  # torch.onnx.export(dynamo=True) needs it; torch does not declare it
         "safetensors",

@@ -4,10 +4,14 @@ Both are stored in the manifest's ``calibration`` entry; export bakes the
 temperature into ``probs`` and carries the threshold in the model metadata,
 where the runtime applies it ("unknown").
 
-The open-set check needs classes the head has never seen. It re-fits the same
-head on a seeded half of the classes from cached features (seconds) and
-presents the other half as unknowns; the score with the better AUROC there is
-the one whose threshold is set, on the full run's val images.
+Test decides nothing here. The open-set check needs classes the head has
+never seen, so it re-fits the same head on a seeded half of the classes from
+cached features (seconds), with half of those classes' val images as the
+re-fit's own val split. The other half of their val images are the knowns and
+every val image of the held-out classes the unknowns: the score with the
+better AUROC there is deployed, and its threshold is set on the full run's val
+images. The same re-fitted head is then scored on the test split, and that
+AUROC is only reported (``test_auroc_report``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pathlib import Path
 import torch
 
 from clipedge.errors import ClipedgeError
-from clipedge.heads import FewShotProblem, head_class
+from clipedge.features import FeatureSet
+from clipedge.heads import FewShotProblem, Head, head_class
+from clipedge.prompts import build_text_classifier
 from clipedge.run_dir import Run, load_run, update_manifest
 from clipedge.run_features import RunFeatures
 
@@ -41,12 +47,39 @@ class CalibrationReport:
     threshold: float
     target_frr: float
     val_frr: float
+    #: AUROC of each score on held-out val classes: what chose ``rejection_score``
     auroc: dict[str, float]
     open_set: dict[str, int]
     diagram: str
+    #: the same check on the test split, reported and never used (None when the run has no test images of both kinds)
+    test_auroc_report: dict[str, float] | None = None
 
     def to_manifest(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class OpenSetCheck:
+    """The head re-fitted on the known classes, and which classes and val images each role got."""
+
+    head: Head
+    temperature: float
+    known: list[int]
+    unknown: list[int]
+    known_val_scored: torch.Tensor  # mask over the run's val images: known-class images not used by the re-fit
+
+    def scores(self, features: torch.Tensor, labels: torch.Tensor, known_mask: torch.Tensor) -> dict[str, float] | None:
+        """AUROC of each score, known-class rows of ``known_mask`` against the held-out classes' rows."""
+        unknown_mask = ~_subset(labels, self.known)[0]
+        if not known_mask.any() or not unknown_mask.any():
+            return None
+        with torch.no_grad():
+            known_logits, unknown_logits = self.head(features[known_mask]), self.head(features[unknown_mask])
+        return {
+            kind: auroc(confidence_score(known_logits, kind, self.temperature),
+                        confidence_score(unknown_logits, kind, self.temperature))
+            for kind in SCORES
+        }
 
 
 def _known_unknown_split(num_classes: int, seed: int) -> tuple[list[int], list[int]]:
@@ -58,40 +91,63 @@ def _known_unknown_split(num_classes: int, seed: int) -> tuple[list[int], list[i
 
 def _subset(labels: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of rows whose label is in ``keep`` and those labels renumbered 0..len(keep)-1."""
-    remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+    remap = torch.full((max(int(labels.max()) + 1, max(keep) + 1),), -1, dtype=torch.long)
     remap[torch.tensor(keep)] = torch.arange(len(keep))
     mask = remap[labels] >= 0
     return mask, remap[labels[mask]]
 
 
-def open_set_auroc(run: Run, features: RunFeatures, seed: int) -> tuple[dict[str, float], dict[str, int]]:
-    """AUROC of each score for held-out classes, with the run's head kind re-fitted on the known half."""
+def _halves(mask: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the rows of ``mask`` into two seeded halves: the re-fit's own val, and the scored knowns."""
+    rows = mask.nonzero().flatten().tolist()
+    random.Random(f"open-set-val:{seed}").shuffle(rows)
+    fit, scored = torch.zeros_like(mask), torch.zeros_like(mask)
+    fit[rows[: len(rows) // 2]] = True
+    scored[rows[len(rows) // 2 :]] = True
+    return fit, scored
+
+
+def text_weights_before_training(run: Run, features: RunFeatures) -> torch.Tensor:
+    """W as the text encoder gives it. A text- or both-branch CLIP-Adapter folds its adapted class embeddings
+    into W, adapted on every class, the held-out ones included; a re-fit from that W has seen the unknowns."""
+    if run.head.hparams().get("branch", "visual") == "visual":
+        return run.head.text_weights
+    return build_text_classifier(features.backbone().encode_texts, run.class_names, run.manifest["templates"])
+
+
+def open_set_check(run: Run, features: RunFeatures, seed: int) -> OpenSetCheck:
+    """Re-fit the run's head kind on a seeded half of the classes, from train and half of their val images."""
     known, unknown = _known_unknown_split(len(run.class_names), seed)
-    train, val, test = features.split("train"), features.split("val"), features.split("test")
+    train, val = features.split("train"), features.split("val")
     train_mask, train_labels = _subset(train.labels, known)
-    val_mask, val_labels = _subset(val.labels, known)
-    test_known, _ = _subset(test.labels, known)
+    known_val = _subset(val.labels, known)[0]
+    fit_rows, scored_rows = _halves(known_val, seed)
+    if not fit_rows.any() or not scored_rows.any() or known_val.all():
+        raise ClipedgeError(
+            f"RUN {run.path}: the open-set check needs at least 2 val images of the known classes and 1 of the "
+            "held-out ones; re-train with more images per class or a --split file with a longer 'val' list"
+        )
+    val_labels = _subset(val.labels[fit_rows], known)[1]
     problem = FewShotProblem(
-        run.head.text_weights[known], float(run.head.logit_scale), train.features[:, train_mask], train_labels,
-        val.features[val_mask], val_labels,
+        text_weights_before_training(run, features)[known], float(run.head.logit_scale),
+        train.features[:, train_mask], train_labels, val.features[fit_rows], val_labels,
     )
     options = run.head.refit_options(run.manifest.get("training", {}), seed=seed, progress=False)
     head = head_class(run.method).fit(problem, options)
     with torch.no_grad():
         temperature = fit_temperature(head(problem.val_features), val_labels)
-        known_logits, unknown_logits = head(test.features[test_known]), head(test.features[~test_known])
-    if not len(known_logits) or not len(unknown_logits):
-        raise ClipedgeError(f"RUN {run.path}: the test split has too few images for the open-set check")
-    scores = {
-        kind: auroc(confidence_score(known_logits, kind, temperature), confidence_score(unknown_logits, kind, temperature))
-        for kind in SCORES
-    }
-    return scores, {"known_classes": len(known), "unknown_classes": len(unknown), "unknown_images": int((~test_known).sum())}
+    return OpenSetCheck(head, temperature, known, unknown, scored_rows)
+
+
+def _test_report(check: OpenSetCheck, test: FeatureSet) -> dict[str, float] | None:
+    if not len(test.relpaths):
+        return None
+    return check.scores(test.features, test.labels, _subset(test.labels, check.known)[0])
 
 
 def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, device: str = "auto",
               progress: bool = True) -> CalibrationReport:
-    """Fit the temperature and rejection threshold on val; write them and a reliability diagram into the run."""
+    """Fit the temperature, rejection score and threshold on val; write them and a reliability diagram into the run."""
     if not 0 < target_frr < 1:
         raise ClipedgeError(f"--target-frr {target_frr}: expected a rate strictly between 0 and 1, e.g. 0.05")
     run = load_run(run_path)
@@ -107,7 +163,8 @@ def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, dev
     temperature = fit_temperature(logits, val.labels)
     probs_before = logits.softmax(dim=1)
     probs_after = (logits / temperature).softmax(dim=1)
-    aurocs, open_set = open_set_auroc(run, features, seed)
+    check = open_set_check(run, features, seed)
+    aurocs = check.scores(val.features, val.labels, check.known_val_scored)
     score = max(SCORES, key=lambda kind: aurocs[kind])
     known_scores = confidence_score(logits, score, temperature)
     threshold = threshold_for_frr(known_scores, target_frr)
@@ -126,8 +183,11 @@ def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, dev
         target_frr=target_frr,
         val_frr=false_reject_rate(known_scores, threshold),
         auroc=aurocs,
-        open_set=open_set,
+        open_set={"known_classes": len(check.known), "unknown_classes": len(check.unknown),
+                  "known_val_images": int(check.known_val_scored.sum()),
+                  "unknown_val_images": int((~_subset(val.labels, check.known)[0]).sum())},
         diagram=str(diagram),
+        test_auroc_report=_test_report(check, features.split("test")),
     )
     update_manifest(run.path, "calibration", report.to_manifest())
     return report

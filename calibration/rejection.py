@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from clipedge.runtime.contract import REJECTION_SCORES as SCORES
-from clipedge.runtime.contract import confidence
+from clipedge.runtime.contract import REJECTION_SCORES, confidence
+
+SCORES = REJECTION_SCORES  # the scores calibration compares
 
 
 def confidence_score(logits: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:

@@ -74,3 +74,6 @@ def test_demo_end_to_end(tmp_path):
     assert "rejection_threshold" in metadata
     assert (tmp_path / "demo" / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
     assert result.best_run.is_dir() and any("16-shot" in line for line in lines)
+    val = saved["val_accuracy"]  # the exported run is the best by mean val top-1, never by test
+    best = max((m for m in val if m != "zero-shot"), key=lambda m: val[m]["16"])
+    assert result.best_run.name == f"{best}-16shot-seed1"

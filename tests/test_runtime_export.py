@@ -71,10 +71,7 @@ def test_calibrated_model_rejects_as_calibration_decided(run_and_data, tmp_path)
 
     calibrate(calibrated, progress=False)
     manifest = json.loads((calibrated / "clipedge.json").read_text())["calibration"]
-    try:
-        artifact = export_model(calibrated, parity_count=16).artifact
-    except clipedge.ClipedgeError as error:  # reported to export: the temperature sharpens probs past the fp32 gate
-        pytest.skip(f"export of a calibrated run failed: {error}")
+    artifact = export_model(calibrated, parity_count=16).artifact  # a failing export of a calibrated run fails here
     classifier = Classifier(artifact)
     assert classifier.temperature == pytest.approx(manifest["temperature"])
     assert classifier.rejection_threshold == pytest.approx(manifest["threshold"])

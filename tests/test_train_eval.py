@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 import clipedge
 from clipedge import features as features_module
 from clipedge.cli import main
+from clipedge.data import Sample
 from clipedge.heads import METHODS
 from clipedge.run_dir import FORMAT_VERSION, load_run
 
@@ -71,7 +72,7 @@ def test_second_run_reuses_the_cache(image_folder, tmp_path, monkeypatch, caplog
     clipedge.train(image_folder, run, **options)
     calls = []
     original = features_module.extract_features
-    monkeypatch.setattr("clipedge.training.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr("clipedge.feature_cache.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
     with caplog.at_level(logging.INFO, logger="clipedge"):
         second = clipedge.train(image_folder, run, overwrite=True, **options)
     assert calls == []
@@ -90,7 +91,16 @@ def test_eval_on_another_folder(image_folder, tmp_path):
     other = write_image_folder(tmp_path / "other", per_class=4, seed=7)
     report = clipedge.evaluate(run, other, progress=False)
     assert report.num_images == 12 and report.split == "all"
-    assert 0.0 <= report.top1 <= 1.0
+    loaded = load_run(run)
+    assert [p["label"] for p in report.predictions] == [loaded.class_names.index(p["path"].split("/")[0])
+                                                        for p in report.predictions]
+    backbone = clipedge.load_backbone("test-tiny-vit", "none")  # the other folder's images, encoded apart from eval
+    samples = [Sample((other / p["path"]).resolve(), p["path"], p["label"]) for p in report.predictions]
+    with torch.no_grad():
+        features = features_module.extract_features(backbone, samples, views=0, seed=0, progress=False).features
+        predicted = loaded.head(features.half().float()).argmax(dim=1).tolist()  # as the cache stores them
+    assert [p["predicted"] for p in report.predictions] == predicted
+    assert report.top1 == pytest.approx(sum(p["label"] == p["predicted"] for p in report.predictions) / 12)
 
 
 def test_resnet_backbone(image_folder, tmp_path):

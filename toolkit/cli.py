@@ -148,12 +148,15 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
     ))
     click.echo()
     click.echo(format_table(
-        ["rejection score", "threshold", "target FRR", "val FRR", "AUROC max_prob", "AUROC energy"],
+        ["rejection score", "threshold", "target FRR", "val FRR", "val AUROC max_prob", "val AUROC energy"],
         [[report.rejection_score, report.threshold, report.target_frr, report.val_frr,
           report.auroc["max_prob"], report.auroc["energy"]]],
     ))
-    click.echo(f"\nopen-set check: {report.open_set['known_classes']} known / {report.open_set['unknown_classes']} "
-               f"held-out classes; reliability diagram: {report.diagram}")
+    click.echo(f"\nopen-set check on val: {report.open_set['known_classes']} known / {report.open_set['unknown_classes']} "
+               f"held-out classes chose the score; reliability diagram: {report.diagram}")
+    if report.test_auroc_report:
+        click.echo("report only (test decides nothing): test AUROC "
+                   + ", ".join(f"{kind} {value:.3f}" for kind, value in report.test_auroc_report.items()))
 
 
 @main.command()

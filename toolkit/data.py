@@ -58,8 +58,13 @@ class LabelledImages:
         return digest.hexdigest()[:16]
 
 
+def prompt_ready_name(name: str) -> str:
+    """``apple_pie`` → ``apple pie``: what CoOp, Tip-Adapter and CLIP-Adapter put into the prompt templates."""
+    return name.replace("_", " ").strip()
+
+
 def class_name_from_folder(folder: str) -> str:
-    return folder.replace("_", " ").strip()
+    return prompt_ready_name(folder)
 
 
 def _listed_files(folder: Path) -> list[Path]:
@@ -118,7 +123,11 @@ def _report_skipped(root: Path, skipped: list[Path]) -> None:
 
 
 def read_split_file(root: Path, split_file: Path) -> LabelledImages:
-    """Read a CoOp split JSON: ``{"train"|"val"|"test": [[relative path, label, class name], ...]}``."""
+    """Read a CoOp split JSON: ``{"train"|"val"|"test": [[relative path, label, class name], ...]}``.
+
+    Class names become prompt-ready (``_`` → space). A file whose splits share an image, or that names one
+    label two ways, is refused: either would make the reported accuracy mean something else than it says.
+    """
     root, split_file = Path(root), Path(split_file)
     if not root.is_dir():
         raise ClipedgeError(f"DATA {root}: no such folder")
@@ -131,6 +140,7 @@ def read_split_file(root: Path, split_file: Path) -> LabelledImages:
     if not isinstance(content, dict) or not all(isinstance(content.get(s), list) for s in SPLITS):
         raise ClipedgeError(f"--split {split_file}: expected an object with 'train', 'val' and 'test' lists")
     names: dict[int, str] = {}
+    listed_in: dict[Path, str] = {}
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     skipped: list[Path] = []
     for split in SPLITS:
@@ -138,20 +148,40 @@ def read_split_file(root: Path, split_file: Path) -> LabelledImages:
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int)):
                 raise ClipedgeError(f"--split {split_file}: {split} entry {entry!r} is not [path, label, class name]")
             relpath, label, name = entry
-            names.setdefault(label, str(name))
+            _check_label_name(split_file, names, label, str(name), split)
             path = (root / relpath).resolve()
+            _check_disjoint(split_file, listed_in, path, relpath, split)
             if is_readable_image(path):
                 splits[split].append(Sample(path, str(relpath), label))
             else:
                 skipped.append(path)
     if sorted(names) != list(range(len(names))) or len(names) < 2:
         raise ClipedgeError(f"--split {split_file}: labels must be 0..C-1 with C >= 2, got {sorted(names)[:10]}")
+    class_names = [prompt_ready_name(names[i]) for i in range(len(names))]
+    shared = [name for name, count in Counter(class_names).items() if count > 1]
+    if shared:
+        labels = [i for i, name in enumerate(class_names) if name == shared[0]]
+        raise ClipedgeError(f"--split {split_file}: labels {labels[0]} and {labels[1]} share the class name {shared[0]!r}")
     present = {s.label for s in splits["train"]}
-    empty = [names[i] for i in range(len(names)) if i not in present]
+    empty = [class_names[i] for i in range(len(names)) if i not in present]
     if empty:
         raise ClipedgeError(f"--split {split_file}: class {empty[0]!r} has no readable training image")
     _report_skipped(root, skipped)
-    return LabelledImages(root.resolve(), [names[i] for i in range(len(names))], splits, skipped)
+    return LabelledImages(root.resolve(), class_names, splits, skipped)
+
+
+def _check_label_name(split_file: Path, names: dict[int, str], label: int, name: str, split: str) -> None:
+    first = names.setdefault(label, name)
+    if first != name:
+        raise ClipedgeError(f"--split {split_file}: label {label} is named {first!r} and, in {split}, {name!r}; "
+                            "expected one class name per label")
+
+
+def _check_disjoint(split_file: Path, listed_in: dict[Path, str], path: Path, relpath: str, split: str) -> None:
+    first = listed_in.setdefault(path, split)
+    if first != split:
+        raise ClipedgeError(f"--split {split_file}: {relpath} is in both {first} and {split}; "
+                            "expected disjoint train, val and test lists")
 
 
 def load_labelled_images(root: Path, split_file: Path | None = None, split_seed: int = 0) -> LabelledImages:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import Backbone, BackboneSpec
 from .data import Sample
+from .errors import ClipedgeError
 from .features import AUGMENT_SCALE, FeatureSet, extract_features
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,11 @@ def cached_features(
     spec: BackboneSpec, backbone: Callable[[], Backbone], cache: FeatureCache, split: str,
     samples: list[Sample], views: int, seed: int, progress: bool, scale: tuple[float, float] = AUGMENT_SCALE,
 ) -> FeatureSet:
-    """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss."""
+    """Features from the cache, or encoded (and cached) with ``backbone()``, which is only called on a miss.
+
+    Either way the caller gets what the cache stores (fp16, read back), so the run that encodes the features
+    trains and measures on exactly what later re-runs, ``eval`` and ``calibrate`` read.
+    """
     key = cache_key(spec, samples, views, seed, scale)
     found = cache.load(split, key)
     if found is not None:
@@ -84,4 +89,7 @@ def cached_features(
     features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features",
                                 progress=progress, scale=scale)
     cache.save(split, key, features)
-    return features
+    stored = cache.load(split, key)
+    if stored is None:
+        raise ClipedgeError(f"feature cache {cache.path(split, key)}: could not be read back right after writing it")
+    return stored
