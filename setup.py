@@ -30,6 +30,9 @@ PACKAGE_DIR = discover_packages()
 
 # The runtime needs only these; `clipedge predict` and `clipedge bench` run on them alone.
 RUNTIME_REQUIRES = ["numpy", "pillow", "onnxruntime", "click", "tqdm"]
+# `clipedge serve` / `clipedge repository` and grpc:// / http:// models: the wheel bundles tritonserver 2.51 with its
+# python backend (CPU-capable) and pins numpy<2, which every other dependency here accepts (opencv resolves to 4.x).
+SERVE_REQUIRES = ["nvidia-pytriton==0.7.0", "tritonclient[grpc,http]"]
 
 setup(
     name="clipedge",
@@ -51,7 +54,9 @@ setup(
         *RUNTIME_REQUIRES,
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy"],
+        # the Triton integration test runs in CI, so the test extra brings the server
+        "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", *SERVE_REQUIRES],
+        "serve": SERVE_REQUIRES,
         "gpu": ["onnxruntime-gpu"],
         "tensorrt": ["tensorrt", "cuda-python"],
     },

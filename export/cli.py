@@ -7,10 +7,12 @@ import click and the light helpers, nothing heavy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
+from clipedge.runtime.serve_cli import repository_options
 from clipedge.tables import format_table
 
 from .formats import FORMATS, validate_export_options
@@ -28,7 +30,8 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--batch", help="N or MIN,OPT,MAX: the engine's batch profile (default 1,8,32), or the --fixed-batch size.")
 @click.option("--fixed-batch", is_flag=True, help="Fix the ONNX input to the one batch size N given by --batch (default 1).")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Artifact path (default RUN/export/model.onnx, model.fp16.onnx or model.engine).")
+              help="Artifact path (default RUN/export/model.onnx, model.fp16.onnx or model.engine; "
+                   "--format triton: the repository folder, default RUN/export/triton).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
 @click.option("--device", default="cpu", show_default=True,
@@ -46,9 +49,11 @@ def _megabytes(num_bytes: int) -> str:
               help="--int8: activation range calibration; auto tries each and keeps the one that agrees best with fp32.")
 @click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
               help="--int8: top-1 agreement with fp32 the INT8 model must reach on RUN's test images.")
+@repository_options
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
                    embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
-                   calib: Path | None, calib_count: int, calib_method: str, min_agreement: float) -> None:
+                   calib: Path | None, calib_count: int, calib_method: str, min_agreement: float,
+                   **repository: Any) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
     context = click.get_current_context()
     given = {name for name in context.params
@@ -57,9 +62,17 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
     from .exporter import export_model
 
     int8_options = Int8Options(calib, calib_count, calib_method, min_agreement) if int8 else None
-    result = export_model(run, out=out, format=format_, fp16=fp16, batch=batch, embeddings=embeddings,
-                          fixed_batch=fixed_batch, opset=opset, device=device, timing_cache=timing_cache,
-                          int8=int8_options)
+    settings = dict(fp16=fp16, batch=batch, embeddings=embeddings, fixed_batch=fixed_batch, opset=opset, device=device,
+                    int8=int8_options)
+    if format_ == "triton":
+        from clipedge.runtime.triton.repository import RepositoryOptions
+
+        from .triton_export import export_triton
+
+        overwrite = repository.pop("overwrite")
+        result = export_triton(run, out, RepositoryOptions(**repository), overwrite, **settings)
+    else:
+        result = export_model(run, out=out, format=format_, timing_cache=timing_cache, **settings)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],

@@ -16,6 +16,9 @@ from clipedge.errors import ClipedgeError
 COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int8"})
 #: options that only mean something with --int8
 INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement"})
+#: the repository options of --format triton (clipedge.runtime.serve_cli.repository_options)
+TRITON_OPTIONS = frozenset({"name", "max_batch", "max_queue_delay_us", "instances", "instance_kind", "ort_tensorrt",
+                            "overwrite"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)", frozenset({"batch", "fixed_batch"})),
     ExportFormat("engine", "a TensorRT engine built on this machine's GPU",
                  frozenset({"batch", "fixed_batch", "timing_cache"})),
+    ExportFormat("triton", "a Triton model repository around the ONNX (--out REPO)",
+                 frozenset({"batch", "fixed_batch", *TRITON_OPTIONS})),
 )}
 
 
@@ -47,7 +52,7 @@ def validate_export_options(format: str, given: set[str]) -> ExportFormat:
     for name in sorted(given & INT8_OPTIONS):
         if "int8" not in given:
             raise ClipedgeError(f"{option_flag(name)} configures INT8 calibration: add --int8 or drop it")
-    if format == "onnx" and "batch" in given and "fixed_batch" not in given:
+    if format in ("onnx", "triton") and "batch" in given and "fixed_batch" not in given:
         raise ClipedgeError("--batch: a dynamic ONNX accepts any batch size; --batch needs --fixed-batch "
                             "or --format engine (its optimisation profile)")
     for name in sorted(given - COMMON_OPTIONS - INT8_OPTIONS - spec.options):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
+from .backends import is_server_url
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
 from .classifier import Classifier, Prediction
 from .image_files import collect_images
@@ -48,7 +49,7 @@ def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
     return results, unreadable
 
 
-def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+def _as_json(model: str, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
     return json.dumps({
         "model": str(model), "backend": classifier.backend_name, "skipped": len(skipped),
         "skipped_files": [str(p) for p in skipped],
@@ -76,7 +77,7 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 
 
 @click.command("predict")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Classes listed per image.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
@@ -84,9 +85,10 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
               help="onnxruntime provider(s) in order of preference, e.g. CPUExecutionProvider (default: best available).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: model, backend, predictions, skipped files.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1).")
-def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
+def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
                     as_json: bool, as_csv: bool) -> None:
-    """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
+    """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine, or a served model:
+    grpc://HOST:PORT/NAME or http://HOST:PORT/NAME), without PyTorch.
 
     Files in folders that are not images are skipped and counted on stderr; so are unreadable images.
     """
@@ -125,7 +127,7 @@ def agreement_lines(report: dict[str, Any]) -> list[str]:
 
 
 @click.command("bench")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--iters", default=50, show_default=True, type=click.IntRange(min=1), help="Timed calls per batch size.")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed calls first.")
@@ -141,16 +143,22 @@ def agreement_lines(report: dict[str, Any]) -> list[str]:
               help="Another exported model (e.g. the fp32 one beside an INT8 one), timed alongside; p50 ratios reported.")
 @click.option("--images", "image_inputs", multiple=True, type=click.Path(path_type=Path),
               help="With --baseline: image files or folders on which both models' top-1 agreement is measured.")
+@click.option("--concurrency", help="A served model (grpc:// or http:// URL): concurrent clients, comma-separated, e.g. 1,8.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
-def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
+def bench_command(model: str, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
                   cuda_graph: bool, torch_run: Path | None, baseline: Path | None, image_inputs: tuple[Path, ...],
-                  as_json: bool) -> None:
+                  concurrency: str | None, as_json: bool) -> None:
     """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
     With --baseline OTHER_MODEL, a second export is timed alongside (and, with --images, their top-1
     agreement measured); with --compare-torch RUN, the same frames also go through RUN's PyTorch eager
     pipeline (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
+    MODEL may be a served model (grpc://HOST:PORT/NAME, http://HOST:PORT/NAME): see --concurrency.
     """
+    if is_server_url(model) or concurrency:
+        from .server_bench import bench_server
+
+        return bench_server(model, parse_batches(batches), concurrency or "1", iters, warmup, as_json)
     if image_inputs and not baseline:
         raise ClipedgeError("--images: measures agreement with --baseline MODEL; give one")
     images = collect_images(image_inputs, option="--images")[0] if image_inputs else None

@@ -171,8 +171,9 @@ def _register_subcommands() -> None:
     """Commands that live in the other folders (each imports its heavy dependencies only when run)."""
     from clipedge.export.cli import export_command
     from clipedge.runtime.cli import bench_command, predict_command
+    from clipedge.runtime.serve_cli import repository_command, serve_command
 
-    for command in (export_command, predict_command, bench_command):
+    for command in (export_command, predict_command, bench_command, repository_command, serve_command):
         main.add_command(command)
 
 

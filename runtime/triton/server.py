@@ -50,7 +50,8 @@ from .repository import (
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'clipedge[serve]' (nvidia-pytriton bundles tritonserver)"
 ENCODED_SUFFIX = "_encoded"
-SHUTDOWN_SECONDS = 8  # Triton's own graceful exit; the group is killed after it, well inside 10 s
+SHUTDOWN_SECONDS = 8  # then the group is killed: well inside the 10 s a service manager allows
+EXIT_TIMEOUT_SECONDS = 3  # Triton's own wait for in-flight requests before it unloads the models
 STARTUP_SECONDS = 120
 
 
@@ -195,12 +196,12 @@ class TritonServer:
     def start(self, timeout: float = STARTUP_SECONDS) -> "TritonServer":
         """Write the scratch repository, start Triton and wait until every model is ready."""
         binary, backend, stub = tritonserver_install()
-        o = self.options
-        for option, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port), ("--metrics-port", o.metrics_port)):
-            check_port_free(o.host, port, option)
         from clipedge.runtime.backends import open_backend  # the model must load here before a server is started
 
         open_backend(self.served.model).close()
+        o = self.options
+        for option, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port), ("--metrics-port", o.metrics_port)):
+            check_port_free(o.host, port, option)
         self.workspace = Path(tempfile.mkdtemp(prefix="clipedge-serve-"))
         serving_repository(self.served, self.workspace / "models", o.threads)
         backends = self.workspace / "backends" / "python"
@@ -213,7 +214,7 @@ class TritonServer:
                    f"--backend-directory={self.workspace / 'backends'}", "--strict-readiness=true",
                    f"--http-address={o.host}", f"--http-port={o.http_port}", f"--grpc-address={o.host}",
                    f"--grpc-port={o.grpc_port}", f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
-                   f"--exit-timeout-secs={SHUTDOWN_SECONDS - 2}", "--log-info=false",
+                   f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}", "--log-info=false",
                    f"--backend-config=python,shm-region-prefix-name=clipedge_{os.getpid()}_{o.grpc_port}_"]
         self.log_path = self.workspace / "tritonserver.log"
         with open(self.log_path, "wb") as log_file:
