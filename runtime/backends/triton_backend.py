@@ -6,13 +6,14 @@ carry the model's clipedge metadata (class names, image size, temperature, rejec
 outputs name what is requested. A dead server, an unknown model or a model that is not ready fails at
 construction, in one line, instead of on the first frame.
 
-One client per backend: tritonclient's HTTP client is not thread-safe, and the Classifier serialises calls
-on a backend anyway, so concurrent callers open one Classifier each (as ``clipedge bench --concurrency`` does).
+The Classifier serialises calls on one backend, so concurrent callers that want requests in flight at the
+same time open one Classifier each (as ``clipedge bench --concurrency`` does).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,7 @@ class TritonBackend(Backend):
         except ImportError:
             raise ClipedgeError(f"model {url}: Triton URLs need tritonclient: {INSTALL_HINT}") from None
         self.timeout_s, self._module, self._errors = timeout_s, client_module, InferenceServerException
-        if self.url.scheme == "grpc":
-            self.client = client_module.InferenceServerClient(self.url.address)
-        else:
-            self.client = client_module.InferenceServerClient(self.url.address, connection_timeout=timeout_s,
-                                                              network_timeout=timeout_s)
+        self._local = threading.local()
         self.config = self._config(model_config_pb2)
         self.name = f"triton:{self.url.scheme}"
         self.metadata = self._metadata()
@@ -84,6 +81,20 @@ class TritonBackend(Backend):
         probs = next((o for o in self.config.output if o.name == "probs"), None)
         self.num_classes = int(probs.dims[-1]) if probs is not None else None
         self.batch_range = (1, batch) if batch else (dims[0], dims[0])
+
+    @property
+    def client(self) -> Any:
+        """This thread's client: tritonclient's HTTP client runs on gevent, whose connections belong to the
+        thread that made them, so each thread gets its own (gRPC's would be shareable; one rule keeps it simple)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.url.scheme == "grpc":
+                client = self._module.InferenceServerClient(self.url.address)
+            else:
+                client = self._module.InferenceServerClient(self.url.address, connection_timeout=self.timeout_s,
+                                                            network_timeout=self.timeout_s)
+            self._local.client = client
+        return client
 
     def _call(self, what: str, function, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -139,6 +150,8 @@ class TritonBackend(Backend):
         return stats["model_stats"][0]
 
     def close(self) -> None:
-        client, self.client = getattr(self, "client", None), None
+        """Close this thread's client; clients of other threads are dropped with their threads' connections."""
+        client = getattr(self._local, "client", None)
         if client is not None:
             client.close()
+        self._local = threading.local()
