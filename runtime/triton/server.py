@@ -184,6 +184,8 @@ class TritonServer:
         self.name = self.served.options.name
         self.process: subprocess.Popen | None = None
         self.workspace: Path | None = None
+        #: the python backend's shared-memory regions (/dev/shm), unique to this server so several can run
+        self.shm_prefix = f"clipedge_{os.getpid()}_{options.grpc_port}_"
 
     @property
     def http_url(self) -> str:
@@ -215,7 +217,7 @@ class TritonServer:
                    f"--http-address={o.host}", f"--http-port={o.http_port}", f"--grpc-address={o.host}",
                    f"--grpc-port={o.grpc_port}", f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
                    f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}", "--log-info=false",
-                   f"--backend-config=python,shm-region-prefix-name=clipedge_{os.getpid()}_{o.grpc_port}_"]
+                   f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         self.log_path = self.workspace / "tritonserver.log"
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -264,6 +266,8 @@ class TritonServer:
                 pass
             self.process.wait()
             self.process = None
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):  # left by a stub that was killed
+                region.unlink(missing_ok=True)
         if self.workspace is not None:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
