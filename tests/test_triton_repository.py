@@ -3,6 +3,7 @@ as onnxruntime sees it; labels, parameters, scheduling options; bad input refuse
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 import clipedge
 from clipedge.cli import main
-from clipedge.export import export_model
+from clipedge.errors import ClipedgeError
 from clipedge.runtime.contract import sidecar_path
+from clipedge.runtime.triton.repository import RepositoryOptions, build_config, read_signature
+from clipedge.runtime.triton.server import ServeOptions, resolve_model, serving_repository
 
 from conftest import write_image_folder
 
@@ -150,3 +153,36 @@ def test_overwrite_replaces_the_model_folder_whole(repository, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clipedge"], "no staging folders left behind"
     assert np.array_equal(np.frombuffer((tmp_path / "clipedge" / "1" / "model.onnx").read_bytes(), np.uint8),
                           np.frombuffer(model.read_bytes(), np.uint8))
+
+
+def test_int8_onnx_gets_cpu_instances(repository):
+    signature = read_signature(repository / "dynamic" / "1" / "model.onnx")
+    int8 = dataclasses.replace(signature, contract=dataclasses.replace(signature.contract, precision="int8"))
+    config = build_config(int8, RepositoryOptions())
+    assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    assert [g.kind for g in build_config(signature, RepositoryOptions()).instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+
+
+def test_serve_takes_a_repositorys_model_and_scheduling(repository, tmp_path):
+    served = resolve_model(repository, ServeOptions(name="dynamic"))
+    assert served.model == repository / "dynamic" / "1" / "model.onnx"
+    assert (served.options.max_batch, served.options.instances, served.options.max_queue_delay_us) == (16, 2, 500)
+    assert resolve_model(repository / "fixed", ServeOptions(instances=3)).options.instances == 3
+    with pytest.raises(ClipedgeError, match="pick one with --name"):
+        resolve_model(repository, ServeOptions())
+
+
+def test_serving_repository_has_the_same_contract_and_an_encoded_twin(repository, tmp_path):
+    """What `clipedge serve` gives Triton: python-backend models with the written repository's tensors and labels."""
+    for name in ("dynamic", "fixed"):
+        served = resolve_model(repository / name, ServeOptions())
+        names = serving_repository(served, tmp_path / name)
+        written, uint8, twin = (read_config(repository / name), read_config(tmp_path / name / names[0]),
+                                read_config(tmp_path / name / names[1]))
+        assert uint8.backend == twin.backend == "python" and names[1] == f"{name}_encoded"
+        assert list(uint8.input) == list(written.input) and list(uint8.output) == list(written.output)
+        assert uint8.parameters["clipedge"] == written.parameters["clipedge"]
+        assert [i.data_type for i in twin.input] == [pb.TYPE_STRING] and list(twin.input[0].dims) == [1]
+        assert twin.max_batch_size == (written.max_batch_size or 2) and not twin.model_warmup
+        assert (tmp_path / name / names[1] / "labels.txt").read_text() == (repository / name / "labels.txt").read_text()
+        assert (tmp_path / name / names[0] / "1" / "model.py").is_file()
