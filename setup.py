@@ -32,6 +32,9 @@ X86 = "platform_machine == 'x86_64' or platform_machine == 'AMD64'"
 
 # The runtime needs only these; `clipedge predict` and `clipedge bench` run on them alone.
 RUNTIME_REQUIRES = ["numpy", "pillow", "onnxruntime", "click", "tqdm"]
+# `clipedge serve` / `clipedge repository` and grpc:// / http:// models: the wheel bundles tritonserver 2.51 with its
+# python backend (CPU-capable) and pins numpy<2, which every other dependency here accepts (opencv resolves to 4.x).
+SERVE_REQUIRES = ["nvidia-pytriton==0.7.0", "tritonclient[grpc,http]"]
 
 setup(
     name="clipedge",
@@ -58,7 +61,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "scikit-image", "opencv-python-headless", "polygraphy", "onnx-graphsurgeon",
-                 "jsonschema"],
+                 "jsonschema", *SERVE_REQUIRES],  # the Triton integration test runs in CI: the test extra brings the server
+        "serve": SERVE_REQUIRES,
         # PyPI's onnxruntime-gpu and tensorrt wheels are x86_64 (and Windows AMD64) builds; on a Jetson (aarch64)
         # they come from JetPack and NVIDIA's Jetson wheel index instead (README: GPU and Jetson), so the markers
         # keep pip from trying to build them there. cuda-python publishes aarch64 wheels.

@@ -7,12 +7,14 @@ import click and the light helpers, nothing heavy.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
 from clipedge.runtime.contract import COLOUR_MATRICES, PIXEL_FORMATS, parse_frame
 from clipedge.runtime.engine_build import describe_gate
+from clipedge.runtime.serve_cli import repository_options
 from clipedge.tables import format_table
 
 from .formats import FORMATS, validate_export_options
@@ -31,7 +33,8 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--fixed-batch", is_flag=True, help="Fix the ONNX input to the one batch size N given by --batch (default 1).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Artifact path (default RUN/export/model[.fp16|.int8].onnx or .engine); with --format deepstream "
-                   "a folder (default RUN/export/deepstream).")
+                   "a folder (default RUN/export/deepstream), with --format triton the repository folder (default "
+                   "RUN/export/triton).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
@@ -51,7 +54,6 @@ def _megabytes(num_bytes: int) -> str:
               help="--int8: top-1 agreement with fp32 the INT8 model must reach on RUN's test images.")
 @click.option("--process-mode", type=click.Choice(["primary", "secondary", "both"]),
               help="--format deepstream: which nvinfer configs to write (full frames, detector crops; default both).")
-@click.option("--overwrite", is_flag=True, help="--format deepstream: replace a non-empty --out folder.")
 @click.option("--frame", help="WIDTHxHEIGHT, e.g. 1920x1080: the model takes the camera's raw frame and does colour "
                                "conversion, resize and centre crop in the graph, exactly as the runtime's PIL path.")
 @click.option("--pixel-format", default="rgb", show_default=True, type=click.Choice(list(PIXEL_FORMATS)),
@@ -59,11 +61,12 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--colour-matrix", type=click.Choice(list(COLOUR_MATRICES)),
               help="--pixel-format nv12: the limited-range YCbCr matrix (default: GStreamer's, bt709 above 576 "
                    "lines, bt601 up to 576).")
+@repository_options
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
                    embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
                    calib: Path | None, calib_count: int, calib_method: str, min_agreement: float,
-                   process_mode: str | None, overwrite: bool, frame: str | None, pixel_format: str,
-                   colour_matrix: str | None) -> None:
+                   process_mode: str | None, frame: str | None, pixel_format: str, colour_matrix: str | None,
+                   **repository: Any) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
     context = click.get_current_context()
     given = {name for name in context.params
@@ -74,10 +77,19 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
     from .exporter import export_model
 
     int8_options = Int8Options(calib, calib_count, calib_method, min_agreement) if int8 else None
-    result = export_model(run, out=out, format=format_, fp16=fp16, batch=batch, embeddings=embeddings,
-                          fixed_batch=fixed_batch, opset=opset, device=device, timing_cache=timing_cache,
-                          int8=int8_options, process_mode=process_mode, overwrite=overwrite, frame=frame,
-                          pixel_format=pixel_format, colour_matrix=colour_matrix)
+    settings = dict(fp16=fp16, batch=batch, embeddings=embeddings, fixed_batch=fixed_batch, opset=opset, device=device,
+                    int8=int8_options)
+    overwrite = repository.pop("overwrite")  # --format triton: REPO/NAME; --format deepstream: the --out folder
+    if format_ == "triton":
+        from clipedge.runtime.triton.repository import RepositoryOptions
+
+        from .triton_export import export_triton
+
+        result = export_triton(run, out, RepositoryOptions(**repository), overwrite, **settings)
+    else:
+        result = export_model(run, out=out, format=format_, timing_cache=timing_cache, process_mode=process_mode,
+                              overwrite=overwrite, frame=frame, pixel_format=pixel_format,
+                              colour_matrix=colour_matrix, **settings)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],

@@ -18,6 +18,9 @@ COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int
 INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement"})
 #: options that only mean something with --frame (the camera-frame input)
 FRAME_OPTIONS = frozenset({"pixel_format", "colour_matrix"})
+#: the repository options of --format triton (clipedge.runtime.serve_cli.repository_options)
+TRITON_OPTIONS = frozenset({"name", "max_batch", "max_queue_delay_us", "instances", "instance_kind", "ort_tensorrt",
+                            "overwrite"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  frozenset({"batch", "process_mode", "overwrite"}),
                  (("int8", "nvinfer turns INT8 on only with an int8-calib-file, else falls back to FP16; export fp32 or --fp16"),
                   ("embeddings", "nvinfer's classifier reads one softmax output; the variant has probs only"))),
+    ExportFormat("triton", "a Triton model repository around the ONNX (--out REPO)",
+                 frozenset({"batch", "fixed_batch", *TRITON_OPTIONS})),
 )}
 
 
@@ -64,7 +69,7 @@ def validate_export_options(format: str, given: set[str]) -> ExportFormat:
             raise ClipedgeError(f"{option_flag(name)} describes the camera frame: add --frame WIDTHxHEIGHT or drop it")
     if "frame" in given and "int8" in given:
         raise ClipedgeError("--frame and --int8: INT8 calibration feeds model-size images; export --frame in fp32 or --fp16")
-    if format == "onnx" and "batch" in given and "fixed_batch" not in given:
+    if format in ("onnx", "triton") and "batch" in given and "fixed_batch" not in given:
         raise ClipedgeError("--batch: a dynamic ONNX accepts any batch size; --batch needs --fixed-batch "
                             "or --format engine (its optimisation profile)")
     for name in sorted(given - COMMON_OPTIONS - INT8_OPTIONS - spec.options):

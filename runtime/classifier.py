@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from clipedge.errors import ClipedgeError
 
-from .backends import Backend, open_backend
+from .backends import Backend, is_server_url, open_backend
 from .boxes import check_boxes, crop_boxes
 from .camera_frames import prepare_camera_frames
 from .contract import (
@@ -68,7 +68,8 @@ class Classifier:
 
     ``path``: ``.onnx`` (onnxruntime; provider order TensorRT EP, CUDA EP, CPU,
     or ``providers=[...]``; ``threads`` caps its CPU threads) or ``.engine`` /
-    ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph).
+    ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph), or a model on a Triton
+    server, ``grpc://host:port/NAME`` or ``http://host:port/NAME`` (class names and calibration from its config).
     ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
     array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
     inputs run in chunks of ``batch_size``. ``resize_quality``: "fast" (default;
@@ -90,7 +91,7 @@ class Classifier:
                  labels: Sequence[str] | str | Path | None = None, resize_quality: str = "fast"):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
-        self.path, self.bgr, self.top_k = Path(path), bgr, top_k
+        self.path, self.bgr, self.top_k = path if is_server_url(path) else Path(path), bgr, top_k
         self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph)
         self.metadata = self.backend.metadata
         self.frame = frame_input_of(self.metadata)

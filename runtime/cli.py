@@ -20,6 +20,7 @@ import click
 from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
+from .backends import is_server_url
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
 from .boxes import Region, boxes_for, check_boxes, read_boxes_file
 from .classifier import Classifier, Prediction
@@ -56,7 +57,7 @@ def predict_regions(classifier: Classifier, paths: list[Path], boxes: dict[str, 
     return results, unreadable
 
 
-def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+def _as_json(model: str | Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
     def source(path: Path | Region) -> dict[str, Any]:
         return {"path": str(path.path), "box": list(path.box)} if isinstance(path, Region) else {"path": str(path)}
 
@@ -88,7 +89,7 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 
 
 @click.command("predict")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Classes listed per image.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per model call.")
@@ -102,9 +103,10 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path),
               help="JSON boxes [[x0, y0, x1, y1], ...] to classify instead of whole images: one list for every image, "
                    "or an object mapping image paths (or file names) to their boxes.")
-def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
+def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
                     labels: Path | None, as_json: bool, as_csv: bool, boxes_file: Path | None) -> None:
-    """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
+    """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine, or a served model:
+    grpc://HOST:PORT/NAME or http://HOST:PORT/NAME), without PyTorch.
 
     Results are written batch by batch as they are computed, so folders of any size run in flat memory and
     an interrupted run (Ctrl-C, SIGTERM: exit status 130) keeps, and properly closes, what it did. Files in
@@ -178,7 +180,7 @@ def frame_lines(report: dict[str, Any]) -> list[str]:
 
 
 @click.command("bench")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--iters", default=200, show_default=True, type=click.IntRange(min=1),
               help="Timed calls per batch size and pipeline (enough that p99 is not just the slowest call).")
@@ -203,17 +205,23 @@ def frame_lines(report: dict[str, Any]) -> list[str]:
               help="Seconds per batch size, alternating pipelines, instead of a fixed --iters.")
 @click.option("--resize-quality", default="fast", show_default=True, type=click.Choice(list(RESIZE_QUALITIES)),
               help="The Classifier's CPU resize for --frame: fast, or exact (open_clip's eval transform to the grey level).")
+@click.option("--concurrency", help="A served model (grpc:// or http:// URL): concurrent clients, comma-separated, e.g. 1,8.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object; every measurement has p50_ms, p99_ms, images_per_s.")
-def bench_command(model: Path, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
+def bench_command(model: str, batches: str, iters: int, warmup: int, rounds: int, threads: int, providers: tuple[str, ...],
                   cuda_graph: bool, torch_run: Path | None, baseline: Path | None, image_inputs: tuple[Path, ...],
                   frame: str | None, jpeg: str | None, duration: float | None, resize_quality: str,
-                  as_json: bool) -> None:
+                  concurrency: str | None, as_json: bool) -> None:
     """Latency (p50/p90/p99) and images/s of MODEL on uint8 frames in host memory, probabilities out.
 
     With --baseline OTHER_MODEL, a second export is timed alongside (and, with --images, their top-1
     agreement measured); with --compare-torch RUN, the same frames also go through RUN's PyTorch eager
     pipeline (normalise, encode_image, head, softmax) in this process, and the speed-up is reported.
+    MODEL may be a served model (grpc://HOST:PORT/NAME, http://HOST:PORT/NAME): see --concurrency.
     """
+    if is_server_url(model) or concurrency:
+        from .server_bench import bench_server
+
+        return bench_server(model, parse_batches(batches), concurrency or "1", iters, warmup, as_json)
     if image_inputs and not baseline:
         raise ClipedgeError("--images: measures agreement with --baseline MODEL; give one")
     images = collect_images(image_inputs, option="--images")[0] if image_inputs else None

@@ -178,8 +178,10 @@ def _register_subcommands() -> None:
     from clipedge.export.cli import export_command
     from clipedge.runtime.cli import bench_command, predict_command
     from clipedge.runtime.engine_cli import check_command, engine_command
+    from clipedge.runtime.serve_cli import repository_command, serve_command
 
-    for command in (export_command, predict_command, bench_command, check_command, engine_command):
+    for command in (export_command, predict_command, bench_command, check_command, engine_command, repository_command,
+                    serve_command):
         main.add_command(command)
 
 

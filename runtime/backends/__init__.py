@@ -13,12 +13,23 @@ from clipedge.errors import ClipedgeError
 from .base import Backend
 
 ONNX_SUFFIXES = (".onnx",)
+SERVER_SCHEMES = ("grpc://", "http://")
 ENGINE_SUFFIXES = (".engine", ".plan")
 
 
-def open_backend(path: Path, providers: list[str] | None = None, threads: int | None = None,
+def is_server_url(model: str | Path) -> bool:
+    """A model on a Triton server (``grpc://host:port/NAME``, ``http://host:port/NAME``) rather than a file."""
+    return isinstance(model, str) and model.startswith(SERVER_SCHEMES)
+
+
+def open_backend(path: Path | str, providers: list[str] | None = None, threads: int | None = None,
                  cuda_graph: bool = False) -> Backend:
-    """Pick the backend from the file name: .onnx → onnxruntime, .engine/.plan → TensorRT."""
+    """Pick the backend from the file name: .onnx → onnxruntime, .engine/.plan → TensorRT; a server URL → Triton."""
+    if is_server_url(path):
+        from .triton_backend import TritonBackend
+
+        return TritonBackend(path)
+    path = Path(path)
     if not path.is_file():
         raise ClipedgeError(f"model {path}: no such file")
     suffix = path.suffix.lower()
@@ -33,4 +44,4 @@ def open_backend(path: Path, providers: list[str] | None = None, threads: int | 
     raise ClipedgeError(f"model {path}: expected a .onnx model or a .engine/.plan TensorRT engine")
 
 
-__all__ = ["Backend", "ENGINE_SUFFIXES", "ONNX_SUFFIXES", "open_backend"]
+__all__ = ["Backend", "ENGINE_SUFFIXES", "ONNX_SUFFIXES", "SERVER_SCHEMES", "is_server_url", "open_backend"]

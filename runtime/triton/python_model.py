@@ -1,0 +1,89 @@
+"""The model ``clipedge serve`` puts behind Triton: a python-backend model that runs ``clipedge.runtime``.
+
+Triton's python backend imports this file (copied as ``REPO/NAME/1/model.py``) in a stub process per
+instance and calls ``execute`` with every request the dynamic batcher gathered. All requests of one call
+run as one batch through a :class:`~clipedge.runtime.Classifier`, so Triton's batching is the model's
+batching. The ``NAME_encoded`` twin takes one JPEG/PNG per batch row as TYPE_STRING bytes and decodes and
+resizes it here, exactly as the runtime does for files. A request that cannot be served (bytes that are
+no image) gets its own INVALID_ARG error (HTTP 400); the other requests of the batch are still answered.
+Shape and dtype errors never get here: Triton checks them against ``config.pbtxt`` first.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from typing import Any
+
+import numpy as np
+
+from clipedge.errors import ClipedgeError
+from clipedge.images import IMAGE_ERRORS, load_rgb
+from clipedge.runtime.classifier import Classifier
+from clipedge.runtime.contract import INPUT_NAME
+from clipedge.runtime.preprocess import prepare_frame
+
+#: ``parameters`` of the served config that only this model reads
+MODEL_FILE_PARAMETER = "model_file"
+ENCODED_PARAMETER = "encoded_input"
+THREADS_PARAMETER = "threads"
+#: ``triton_python_backend_utils``, which exists only inside Triton's python backend stub; imported by
+#: ``initialize`` so that ``clipedge serve`` can import this module for its file and parameter names
+pb_utils: Any = None
+
+
+def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str) -> np.ndarray:
+    """Encoded image bytes → uint8 [size, size, 3] RGB, the runtime's own resize; one-line error otherwise."""
+    if not data:
+        raise ClipedgeError("images: empty bytes; expected a JPEG or PNG file's contents")
+    try:
+        image = load_rgb(io.BytesIO(data))
+    except IMAGE_ERRORS as error:
+        raise ClipedgeError(f"images: {len(data)} bytes that are not a readable image ({type(error).__name__})") from None
+    return prepare_frame(image, size, interpolation, resize_mode)
+
+
+class TritonPythonModel:
+    """Triton's python-backend entry points: ``initialize``, ``execute``, ``finalize``."""
+
+    def initialize(self, args: dict) -> None:
+        global pb_utils
+        import triton_python_backend_utils as pb_utils
+
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        model = Path(args["model_repository"]) / args["model_version"] / parameters[MODEL_FILE_PARAMETER]
+        self.encoded = parameters.get(ENCODED_PARAMETER) == "true"
+        self.outputs = [output["name"] for output in config["output"]]
+        threads = int(parameters.get(THREADS_PARAMETER) or 0) or None
+        self.classifier = Classifier(model, batch_size=max(config.get("max_batch_size", 0), 1), threads=threads)
+
+    def _frames(self, request) -> np.ndarray:
+        images = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+        if not self.encoded:
+            return images
+        c = self.classifier
+        return np.stack([decode_image(bytes(row[0]), c.image_size, c.interpolation, c.resize_mode) for row in images])
+
+    def execute(self, requests: list) -> list:
+        frames, served, responses = [], [], [None] * len(requests)
+        for index, request in enumerate(requests):
+            try:
+                frames.append(self._frames(request))
+                served.append(index)
+            except ClipedgeError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+        if frames:
+            outputs = self.classifier.infer(np.concatenate(frames))
+            start = 0
+            for index, batch in zip(served, frames):
+                tensors = [pb_utils.Tensor(name, outputs[name][start : start + len(batch)]) for name in self.outputs]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start += len(batch)
+        return responses
+
+    def finalize(self) -> None:
+        self.classifier.close()
