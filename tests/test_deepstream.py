@@ -63,7 +63,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("deepstream")
     data = write_image_folder(root / "data", per_class=8)
     clipedge.train(data, root / "run", method="zero-shot", backbone="test-tiny-vit", pretrained="none", shots=4,
-                   views=1, epochs=1, progress=False)
+                   progress=False)
     update_manifest(root / "run", "calibration",
                     {"temperature": TEMPERATURE, "rejection_score": "max_prob", "threshold": 0.6})
     return root / "run"

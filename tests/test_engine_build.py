@@ -81,7 +81,7 @@ def exported(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("engine")
     run = root / "run"
     clipedge.train(write_image_folder(root / "data", per_class=6), run, method="zero-shot", backbone="test-tiny-vit",
-                   pretrained="none", shots=2, views=1, progress=False)
+                   pretrained="none", shots=2, progress=False)
     return export_model(run, root / "model.onnx", parity_count=8, progress=False).artifact
 
 

@@ -145,7 +145,7 @@ def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("frames")
     run = root / "run"
     clipedge.train(write_image_folder(root / "data", per_class=6), run, method="zero-shot", backbone="test-tiny-vit",
-                   pretrained="none", shots=2, views=1, progress=False)
+                   pretrained="none", shots=2, progress=False)
     return run
 
 

@@ -36,7 +36,7 @@ def test_underscored_names_train_with_spaces_in_the_manifest_and_prompts(coop_da
     assert read_split_file(root, split_file).class_names == ["apple pie", "baby back ribs", "beef tartare"]
     run = tmp_path / "run"
     clipedge.train(root, run, split=split_file, method="zero-shot", backbone="test-tiny-vit", pretrained="none",
-                   shots=4, views=1, progress=False)
+                   shots=4, progress=False)
     loaded = load_run(run)
     assert loaded.class_names == ["apple pie", "baby back ribs", "beef tartare"]
     prompts: list[str] = []

@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory):
                                                                     "blue": (30, 40, 220)})
     run = root / "run"
     clipedge.train(data, run, method="linear-probe", backbone="test-tiny-vit", pretrained="none", shots=3, views=1,
-                   epochs=3, progress=False)
+                   progress=False)
     return run
 
 
