@@ -11,7 +11,6 @@ the graph.
 
 from __future__ import annotations
 
-import itertools
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,12 +86,13 @@ class ParityResult:
 
 
 def parity_images(run: Run, count: int = PARITY_IMAGES) -> list[Path]:
-    """The run's test images, then val, then train; cycled when the run has fewer than ``count``."""
+    """Up to ``count`` distinct images of the run: test first, then val, then train. A small run is checked on all
+    of its images once (repeating them would add no evidence, only a larger image count to report)."""
     data = run_data(run)
     paths = [s.path for split in ("test", "val", "train") for s in data.splits[split]]
     if not paths:
         raise ClipedgeError(f"RUN {run.path}: no images left to check the export against")
-    return list(itertools.islice(itertools.cycle(paths), count))
+    return paths[:count]
 
 
 def split_eval_transform(eval_transform: T.Compose) -> tuple[T.Compose, T.Compose]:
