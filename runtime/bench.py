@@ -121,15 +121,20 @@ def model_inputs(batch: int, sample_shape: tuple[int, ...], seed: int = 0) -> np
     return np.random.default_rng(seed).integers(0, 256, (batch, *sample_shape), dtype=np.uint8)
 
 
-def parse_batches(text: str) -> list[int]:
-    """"1,8,32" → [1, 8, 32]."""
+def parse_counts(text: str, option: str, example: str, what: str) -> list[int]:
+    """A comma-separated list of positive whole numbers for ``option``, e.g. "1,8,32" → [1, 8, 32]."""
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ClipedgeError(f"--batch {text}: expected comma-separated whole numbers, e.g. 1,8,32") from None
-    if not sizes or min(sizes) < 1:
-        raise ClipedgeError(f"--batch {text}: expected batch sizes of at least 1")
-    return sizes
+        raise ClipedgeError(f"{option} {text}: expected comma-separated whole numbers, e.g. {example}") from None
+    if not values or min(values) < 1:
+        raise ClipedgeError(f"{option} {text}: expected {what} of at least 1")
+    return values
+
+
+def parse_batches(text: str) -> list[int]:
+    """``--batch``: "1,8,32" → [1, 8, 32]."""
+    return parse_counts(text, "--batch", "1,8,32", "batch sizes")
 
 
 def torch_reference(run: str | Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:

@@ -27,19 +27,13 @@ import numpy as np
 from clipedge.errors import ClipedgeError
 from clipedge.tables import format_table
 
-from .bench import random_frames
+from .bench import parse_counts, random_frames
 from .classifier import Classifier
 
 
 def parse_concurrency(text: str) -> list[int]:
-    """"1,8" → [1, 8]."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ClipedgeError(f"--concurrency {text}: expected comma-separated whole numbers, e.g. 1,8") from None
-    if not values or min(values) < 1:
-        raise ClipedgeError(f"--concurrency {text}: expected client counts of at least 1")
-    return values
+    """``--concurrency``: "1,8" → [1, 8]."""
+    return parse_counts(text, "--concurrency", "1,8", "client counts")
 
 
 def _counts(stats: dict[str, Any]) -> dict[str, int]:
