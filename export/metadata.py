@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clipedge.runtime.contract import INPUT_NAME, encode_metadata, output_names
+from clipedge.images import DecodeOptions
+from clipedge.runtime.contract import EXIF_TRANSPOSE_KEY, INPUT_NAME, encode_metadata, output_names
 from clipedge.version import __version__
 
 if TYPE_CHECKING:  # importing clipedge.run_dir would import torch; this module stays torch-free for the runtime
@@ -32,6 +33,7 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
         "outputs": output_names(embeddings),
         "interpolation": spec.interpolation,
         "resize_mode": spec.resize_mode,
+        EXIF_TRANSPOSE_KEY: DecodeOptions.from_manifest(run.manifest).exif_transpose,
         "backbone": spec.name,
         "pretrained": spec.pretrained,
         "method": run.method,

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from clipedge.backbone import Backbone
 from clipedge.errors import ClipedgeError
-from clipedge.images import load_rgb
-from clipedge.run_dir import Run
-from clipedge.run_features import run_data
+from clipedge.images import UnreadableImage, load_rgb
+from clipedge.run_dir import Run, record_skipped
+from clipedge.run_features import run_data, run_decoding
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from clipedge.runtime.contract import run_in_batches
@@ -113,9 +113,10 @@ def exact_fp32() -> Iterator[None]:
 @exact_fp32()
 def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
                       paths: list[Path]) -> ParityReference:
-    """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``."""
+    """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``, decoded as
+    the run was; a file that no longer decodes is left out and recorded in the run's skipped.json."""
     to_model_size, to_tensor = split_eval_transform(backbone.eval_transform)
-    pil_images = [to_model_size(load_rgb(path)) for path in paths]
+    pil_images = [to_model_size(image) for image in _decoded(run, paths)]
     frames = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in pil_images])
     fused_probs, pipeline_probs = [], []
     for start in range(0, len(frames), REFERENCE_BATCH):
@@ -125,6 +126,21 @@ def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temp
         logits = run.head(backbone.encode_images(pixels))
         pipeline_probs.append((logits / (temperature or 1.0)).softmax(dim=-1))
     return ParityReference(frames, torch.cat(fused_probs).numpy(), torch.cat(pipeline_probs).numpy())
+
+
+def _decoded(run: Run, paths: list[Path]) -> list:
+    decoding, images, unreadable = run_decoding(run), [], {}
+    for path in paths:
+        if path in unreadable:
+            continue
+        try:
+            images.append(load_rgb(path, decoding))
+        except UnreadableImage as error:
+            unreadable[path] = error.skipped
+    record_skipped(run.path, list(unreadable.values()), "export")
+    if not images:
+        raise ClipedgeError(f"RUN {run.path}: none of the {len(paths)} image(s) to check the export against decodes")
+    return images
 
 
 def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,

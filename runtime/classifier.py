@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 from clipedge.errors import ClipedgeError
+from clipedge.images import DecodeOptions
 
 from .backends import Backend, open_backend
-from .contract import REJECTION_SCORES, RESIZE_MODES, confidence, run_in_batches
+from .contract import REJECTION_SCORES, RESIZE_MODES, confidence, exif_transpose_of, run_in_batches
 from .preprocess import prepare_batch
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,14 @@ class Classifier:
     ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph).
     ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
     array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
-    inputs run in chunks of ``batch_size``.
+    inputs run in chunks of ``batch_size``. Image files are turned upright by their EXIF orientation when
+    the model's training did (its metadata says; ``exif_transpose`` overrides) and refused above
+    ``max_image_pixels`` (default: Pillow's limit); arrays and PIL images are used as they are.
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
-                 top_k: int = 5, cuda_graph: bool = False, threads: int | None = None):
+                 top_k: int = 5, cuda_graph: bool = False, threads: int | None = None,
+                 exif_transpose: bool | None = None, max_image_pixels: int | None = None):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = Path(path), bgr, top_k
@@ -85,6 +89,8 @@ class Classifier:
         if self.rejection_score not in REJECTION_SCORES:
             raise ClipedgeError(f"model {self.path}: rejection_score {self.rejection_score!r} is not one of {REJECTION_SCORES}")
         self.temperature = float(self.metadata.get("temperature", 1.0))
+        self.decoding = DecodeOptions(exif_transpose_of(self.metadata) if exif_transpose is None else exif_transpose,
+                                      max_image_pixels)
         self._lock = threading.Lock()
 
     @property
@@ -127,7 +133,7 @@ class Classifier:
 
     def predict(self, frames: Any, top_k: int | None = None) -> list[Prediction]:
         """Predictions for any accepted input, always as a list (one per image)."""
-        batch, _ = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+        batch, _ = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr, self.decoding)
         return self.decode(self.infer(batch), top_k)
 
     def decode(self, outputs: dict[str, np.ndarray], top_k: int | None = None) -> list[Prediction]:
@@ -143,7 +149,8 @@ class Classifier:
 
     def __call__(self, frames: Any, top_k: int | None = None) -> Prediction | list[Prediction]:
         """One Prediction for one image, a list for a list or an NHWC batch."""
-        batch, single = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr)
+        batch, single = prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr,
+                                      self.decoding)
         predictions = self.decode(self.infer(batch), top_k)
         return predictions[0] if single else predictions
 

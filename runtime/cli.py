@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import SkippedFile, UnreadableImage
 from clipedge.tables import format_table
 
 from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
@@ -28,30 +29,32 @@ from .preprocess import prepare_frame
 
 
 def predict_files(classifier: Classifier, paths: list[Path], top_k: int,
-                  progress: bool = False) -> tuple[list[tuple[Path, Prediction]], list[Path]]:
+                  progress: bool = False) -> tuple[list[tuple[Path, Prediction]], list[SkippedFile]]:
     """Classify image files batch by batch; files that fail to decode are returned as skipped, not raised."""
     results: list[tuple[Path, Prediction]] = []
-    unreadable: list[Path] = []
+    unreadable: list[SkippedFile] = []
     size = classifier.image_size
     with tqdm(total=len(paths), unit="image", disable=None if progress else True, leave=False) as bar:
         for start in range(0, len(paths), classifier.batch_size):
             frames, kept = [], []
             for path in paths[start : start + classifier.batch_size]:
                 try:
-                    frames.append(prepare_frame(path, size, classifier.interpolation, classifier.resize_mode))
+                    frames.append(prepare_frame(path, size, classifier.interpolation, classifier.resize_mode,
+                                                decoding=classifier.decoding))
                     kept.append(path)
-                except ClipedgeError:
-                    unreadable.append(path)
+                except UnreadableImage as error:
+                    unreadable.append(error.skipped)
             if frames:
                 results += zip(kept, classifier.predict(np.stack(frames), top_k=top_k))
             bar.update(len(paths[start : start + classifier.batch_size]))
     return results, unreadable
 
 
-def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+def _as_json(model: Path, classifier: Classifier, results: list[tuple[Path, Prediction]],
+             skipped: list[SkippedFile]) -> str:
     return json.dumps({
         "model": str(model), "backend": classifier.backend_name, "skipped": len(skipped),
-        "skipped_files": [str(p) for p in skipped],
+        "skipped_files": [s.to_dict() for s in skipped],
         "predictions": [{"path": str(path), **prediction.to_dict()} for path, prediction in results],
     }, indent=2)
 
@@ -84,17 +87,24 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
               help="onnxruntime provider(s) in order of preference, e.g. CPUExecutionProvider (default: best available).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: model, backend, predictions, skipped files.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: path,label,score (+ label_k,score_k for --top-k > 1).")
+@click.option("--no-exif-transpose", "exif_transpose", is_flag=True, flag_value=False, default=None,
+              help="Use pixels as stored, ignoring the EXIF orientation (default: as the model's training did).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1),
+              help="Skip files declaring more pixels than this (default: Pillow's limit, about 89 million).")
 def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
-                    as_json: bool, as_csv: bool) -> None:
+                    as_json: bool, as_csv: bool, exif_transpose: bool | None, max_image_pixels: int | None) -> None:
     """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine), without PyTorch.
 
-    Files in folders that are not images are skipped and counted on stderr; so are unreadable images.
+    Files in folders that are not images are skipped and counted on stderr; so are files that fail to decode,
+    each with its reason. Animations and multi-page files are classified by their first frame.
     """
     if as_json and as_csv:
         raise ClipedgeError("--json and --csv: choose one output format")
-    paths, skipped = collect_images(images)
+    paths, not_images = collect_images(images)
+    skipped = [SkippedFile(path, "not-an-image", "no image file suffix") for path in not_images]
     total = len(paths) + len(skipped)
-    classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size)
+    classifier = Classifier(model, providers=list(providers) or None, batch_size=batch_size,
+                            exif_transpose=exif_transpose, max_image_pixels=max_image_pixels)
     results, unreadable = predict_files(classifier, paths, top_k, progress=not (as_json or as_csv))
     skipped += unreadable
     if not results:
@@ -106,7 +116,7 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
     else:
         click.echo(_as_table(results, top_k))
     if skipped:
-        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        names = ", ".join(f"{s.path.name} ({s.reason})" for s in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
 
 

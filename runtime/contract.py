@@ -27,6 +27,9 @@ REJECTION_SCORES = ("max_prob", "energy")
 #: metadata keys without which a model cannot be fed and labelled as clipedge exports are
 REQUIRED_KEYS = ("class_names", "image_size", "input", "outputs", "precision")
 SIDECAR_SUFFIX = ".json"
+#: metadata key: whether image files are turned upright by their EXIF orientation before preprocessing, as the
+#: run's training did ("true"/"false"; absent in models exported before clipedge applied it, which did not)
+EXIF_TRANSPOSE_KEY = "exif_transpose"
 
 
 def output_names(embeddings: bool) -> list[str]:
@@ -51,6 +54,12 @@ class ModelContract:
     temperature: float = 1.0
     rejection_threshold: float | None = None
     rejection_score: str = "max_prob"
+    exif_transpose: bool = False
+
+
+def exif_transpose_of(metadata: dict[str, str]) -> bool:
+    """Whether a model's image files get their EXIF orientation applied (see EXIF_TRANSPOSE_KEY)."""
+    return metadata.get(EXIF_TRANSPOSE_KEY, "false").strip().lower() == "true"
 
 
 def missing_contract_keys(metadata: dict[str, str]) -> list[str]:
@@ -74,6 +83,7 @@ def read_contract(metadata: dict[str, str], source: str | Path) -> ModelContract
             temperature=float(metadata.get("temperature", 1.0)),
             rejection_threshold=float(metadata["rejection_threshold"]) if "rejection_threshold" in metadata else None,
             rejection_score=metadata.get("rejection_score", "max_prob"),
+            exif_transpose=exif_transpose_of(metadata),
         )
     except (ValueError, TypeError, AttributeError, IndexError) as error:
         raise ClipedgeError(f"model {source}: malformed clipedge metadata ({error})") from None

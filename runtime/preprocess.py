@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from clipedge.errors import ClipedgeError
-from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
+from clipedge.images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb, to_rgb
 
 from .contract import RESIZE_MODES
 
@@ -80,22 +80,22 @@ def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     return colour[..., ::-1] if bgr else colour
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode an image file to RGB the way training did (clipedge.images); one-line error otherwise."""
+def load_image(path: str | Path, decoding: DecodeOptions = DecodeOptions()) -> Image.Image:
+    """Decode an image file to RGB the way training did (clipedge.images); an UnreadableImage (a ClipedgeError
+    naming the file and the reason) otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ClipedgeError(f"image {path}: no such file")
-    try:
-        return load_rgb(path)
-    except IMAGE_ERRORS as error:
-        raise ClipedgeError(f"image {path}: not a readable image ({type(error).__name__})") from None
+    return load_rgb(path, decoding)
 
 
 def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False) -> np.ndarray:
-    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB."""
+                  bgr: bool = False, decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
+    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB.
+
+    ``decoding`` applies to paths only: arrays and PIL images are camera frames, used as they are."""
     if isinstance(frame, (str, Path)):
-        frame = load_image(frame)
+        frame = load_image(frame, decoding)
     if isinstance(frame, Image.Image):
         return np.asarray(resize_and_crop(to_rgb(frame), size, interpolation, resize_mode), dtype=np.uint8)
     if isinstance(frame, np.ndarray):
@@ -107,21 +107,21 @@ def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_
     raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
-def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic",
-                  resize_mode: str = "shortest") -> tuple[np.ndarray, list[Path]]:
-    """Image files → (uint8 [N, size, size, 3] frames, the files that could not be read, skipped)."""
+def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
+                  decoding: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, list[SkippedFile]]:
+    """Image files → (uint8 [N, size, size, 3] frames, the files that could not be decoded, with why)."""
     frames, unreadable = [], []
     for path in paths:
         try:
-            frames.append(prepare_frame(path, size, interpolation, resize_mode))
-        except ClipedgeError:
-            unreadable.append(path)
+            frames.append(prepare_frame(path, size, interpolation, resize_mode, decoding=decoding))
+        except UnreadableImage as error:
+            unreadable.append(error.skipped)
     stacked = np.stack(frames) if frames else np.zeros((0, size, size, 3), dtype=np.uint8)
     return stacked, unreadable
 
 
 def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False) -> tuple[np.ndarray, bool]:
+                  bgr: bool = False, decoding: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, bool]:
     """Any accepted input → (uint8 [N, size, size, 3] RGB, whether the input was one image).
 
     Accepted: one image as in :func:`prepare_frame`, a list or tuple of them,
@@ -136,5 +136,5 @@ def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ClipedgeError("frames: got an empty list")
-        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr) for f in frames]), False
-    return prepare_frame(frames, size, interpolation, resize_mode, bgr)[None], True
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr, decoding) for f in frames]), False
+    return prepare_frame(frames, size, interpolation, resize_mode, bgr, decoding)[None], True
