@@ -85,7 +85,7 @@ def load_image(path: str | Path, decoding: DecodeOptions = DecodeOptions()) -> I
     naming the file and the reason) otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ClipedgeError(f"image {path}: no such file")
+        raise UnreadableImage(SkippedFile(path, "missing", "no such file"))
     return load_rgb(path, decoding)
 
 

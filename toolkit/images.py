@@ -175,9 +175,39 @@ DECODER_MESSAGES = DecoderMessages()
 _DECODE_LOCK = threading.RLock()
 
 
+class _Sink:
+    """One temporary file per process that decoders' stderr is redirected into (reused: creating a file per
+    decode costs more than decoding a small image). Used only under _DECODE_LOCK."""
+
+    def __init__(self) -> None:
+        self.fd, self.pid = -1, -1
+
+    def fileno(self) -> int:
+        if self.pid != os.getpid():  # a forked worker gets its own file, not its parent's offset
+            self.fd, name = tempfile.mkstemp(prefix="clipedge-decoder-")
+            os.unlink(name)  # nameless: the file goes away with the process
+            self.pid = os.getpid()
+        return self.fd
+
+    def take(self) -> str:
+        """What arrived since the last take, emptying the file."""
+        fd = self.fileno()
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if not size:
+            return ""
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, size).decode("utf-8", errors="replace")
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return text
+
+
+_SINK = _Sink()
+
+
 @contextmanager
 def _stderr_captured() -> Iterator[list[str]]:
-    """Redirect file descriptor 2 into a temporary file for the block; yields a list that then holds its text."""
+    """Redirect file descriptor 2 into the sink for the block; yields a list that then holds what arrived."""
     captured: list[str] = []
     try:
         sys.stderr.flush()
@@ -185,15 +215,13 @@ def _stderr_captured() -> Iterator[list[str]]:
     except (OSError, ValueError, AttributeError):  # no stderr to redirect (a daemon): nothing to capture
         yield captured
         return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", errors="replace"))
+    os.dup2(_SINK.fileno(), 2)
+    try:
+        yield captured
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.append(_SINK.take())
 
 
 @contextmanager
