@@ -267,7 +267,8 @@ def _open(path: Path, options: DecodeOptions) -> Image.Image:
 def _oriented(image: Image.Image, path: Path) -> Image.Image:
     """The image as the camera meant it; unreadable EXIF keeps the stored orientation and is noted."""
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an image that is already upright
+        return image
     except IMAGE_ERRORS as error:
         DECODER_MESSAGES.record(path, f"EXIF orientation not applied ({type(error).__name__}: {error})")
         return image
