@@ -147,7 +147,7 @@ class DecoderMessages:
 
     def record(self, path: Path, text: str) -> None:
         with self._lock:
-            self._by_file[str(path)] = (self._by_file.get(str(path), "") + text).strip()
+            self._by_file[str(path)] = (self._by_file.get(str(path), "") + "\n" + text).strip()
 
     def files(self) -> dict[str, str]:
         with self._lock:
