@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from clipedge.errors import ClipedgeError
-from clipedge.run_dir import Run
-from clipedge.run_features import run_data
+from clipedge.run_dir import Run, record_skipped
+from clipedge.run_features import run_data, run_decoding
 from clipedge.runtime.image_files import collect_images
 from clipedge.runtime.preprocess import prepare_files
 
@@ -72,12 +72,17 @@ def run_pool(run: Run) -> list[Path]:
     return paths
 
 
-def load_frames(run: Run, paths: list[Path]) -> tuple[np.ndarray, int]:
-    """Frames at the model's size (runtime preprocessing); unreadable files are skipped and counted."""
+def load_frames(run: Run, paths: list[Path], from_run: bool) -> tuple[np.ndarray, int]:
+    """Frames at the model's size (runtime preprocessing, decoded as the run was); unreadable files are skipped
+    and counted, and recorded in the run's skipped.json when they are the run's own."""
     spec = run.backbone_spec
-    frames, unreadable = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode)
+    frames, unreadable = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode,
+                                       decoding=run_decoding(run))
     if unreadable:
-        log.warning("skipped %d unreadable calibration image(s), e.g. %s", len(unreadable), unreadable[0])
+        log.warning("skipped %d unreadable calibration image(s), e.g. %s (%s)", len(unreadable),
+                    unreadable[0].path, unreadable[0].reason)
+        if from_run:
+            record_skipped(run.path, unreadable, "int8")
     return frames, len(unreadable)
 
 
@@ -89,8 +94,8 @@ def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int
     random.Random(f"int8-calibration:{seed}").shuffle(pool)
     selection_size = min(MAX_SELECTION, len(pool) // 4)
     selection_paths, calibration_paths = pool[:selection_size], pool[selection_size:][:count]
-    calibration, skipped = load_frames(run, calibration_paths)
-    selection, skipped_selection = load_frames(run, selection_paths)
+    calibration, skipped = load_frames(run, calibration_paths, from_run=not calib_dir)
+    selection, skipped_selection = load_frames(run, selection_paths, from_run=not calib_dir)
     if not len(calibration):
         where = f"--calib {calib_dir}" if calib_dir else f"RUN {run.path}"
         raise ClipedgeError(f"{where}: none of the {len(calibration_paths)} calibration images could be read")

@@ -28,7 +28,9 @@ from torch import nn
 from clipedge.backbone import BackboneSpec, load_backbone_from_spec
 from clipedge.devices import resolve_device
 from clipedge.errors import ClipedgeError
+from clipedge.images import DecodeOptions
 from clipedge.run_dir import Run, check_output_dir, load_run, staged_run_dir
+from clipedge.run_features import run_decoding
 from clipedge.runtime.contract import NVINFER_INPUT_NAME, NVINFER_OUTPUT_NAMES, parse_batch
 from clipedge.runtime.preprocess import prepare_files
 from clipedge.runtime.tensorrt_check import require_tensorrt_compatible
@@ -261,7 +263,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         facts = {"configs": {m: {"process_mode": GIE[m].process_mode, "batch_size": batches[m]} for m in modes},
                  "maintain_aspect_ratio": geometry.maintain_aspect_ratio, "classifier_threshold": threshold.value}
         if geometry.caveat:
-            facts["letterbox_agreement"] = letterbox_agreement(probs, paths, reference.fused, spec)
+            facts["letterbox_agreement"] = letterbox_agreement(probs, reference.paths, reference.fused, spec, run_decoding(run))
         set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict(), "deepstream": facts})
         onnx.save(graph.model, str(model_path))
         (staging / LABELS_FILE).write_text(labels, encoding="utf-8")
@@ -278,12 +280,12 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
 
 
 def letterbox_agreement(probs: ProbsFunction, paths: list[Path], fused: np.ndarray,
-                        spec: BackboneSpec) -> dict[str, float | int]:
+                        spec: BackboneSpec, decoding: DecodeOptions) -> dict[str, float | int]:
     """How often the model's top-1 on letterboxed frames (nvinfer's geometry, resampled by PIL here) equals its
     top-1 on the centre crops it was trained on: what the 'shortest' caveat costs on this run's images."""
-    frames, _ = prepare_files(paths, spec.image_size, spec.interpolation, "longest")
+    frames, _ = prepare_files(paths, spec.image_size, spec.interpolation, "longest", decoding=decoding)
     agreement = float((probs(nvinfer_input(frames)).argmax(1) == fused.argmax(1)).mean())
-    return {"images": len(paths), "top1_agreement": agreement}
+    return {"images": len(frames), "top1_agreement": agreement}
 
 
 def deepstream_readme(run: Run, precision: str, modes: tuple[str, ...], batches: dict[str, int], parity: ParityResult,

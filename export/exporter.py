@@ -21,7 +21,9 @@ from clipedge.calibration.int8_images import calibration_images, gate_images
 from clipedge.calibration.int8_options import Int8Options
 from clipedge.devices import resolve_device
 from clipedge.errors import ClipedgeError
+from clipedge.images import DecodeOptions
 from clipedge.run_dir import Run, load_run
+from clipedge.run_features import run_decoding
 from clipedge.runtime.contract import BATCH_PROFILE_KEY, REFERENCE_KEY, parse_frame, sidecar_path
 from clipedge.runtime.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB, build_engine
 from clipedge.runtime.preprocess import prepare_files
@@ -179,7 +181,7 @@ def export_model(
         parity = graph_parity = compare(model_probs(reference.frames), reference, "fp16" if fp16 else "fp32", temperature)
         _gate(graph_parity, run, "ONNX model")
         if not frame_input:  # the runtime's fast CPU resize, measured on the same images (recorded, not gated)
-            metadata["fast_resize_parity"] = compare(model_probs(fast_resized_frames(paths, spec)), reference,
+            metadata["fast_resize_parity"] = compare(model_probs(fast_resized_frames(reference.paths, spec, run_decoding(run))), reference,
                                                      "fp16" if fp16 else "fp32", temperature).to_dict()
         staged_onnx = staging / onnx_path.name
         if int8:
@@ -210,9 +212,11 @@ def export_model(
                         parity.to_dict(), time.perf_counter() - started, related, quantization, engine_gate)
 
 
-def fast_resized_frames(paths: list[Path], spec: Any) -> Any:
-    """The parity images through the runtime's fast resize (``resize_quality="fast"``), at model size."""
-    frames, _ = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode, quality="fast")
+def fast_resized_frames(paths: list[Path], spec: Any, decoding: DecodeOptions) -> Any:
+    """The parity images through the runtime's fast resize (``resize_quality="fast"``), at model size; a file
+    the reference could not decode fails here too, so the frames line up with the reference's."""
+    frames, _ = prepare_files(paths, spec.image_size, spec.interpolation, spec.resize_mode, quality="fast",
+                              decoding=decoding)
     return frames
 
 

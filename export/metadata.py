@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clipedge.runtime.contract import INPUT_NAME, FrameInput, encode_metadata, frame_input_spec, output_names
+from clipedge.images import DecodeOptions
+from clipedge.runtime.contract import (
+    EXIF_TRANSPOSE_KEY,
+    INPUT_NAME,
+    FrameInput,
+    encode_metadata,
+    frame_input_spec,
+    output_names,
+)
 from clipedge.runtime.schemas import SCHEMA_VERSIONS
 from clipedge.version import __version__
 
@@ -36,6 +44,7 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
         "outputs": output_names(embeddings),
         "interpolation": spec.interpolation,
         "resize_mode": spec.resize_mode,
+        EXIF_TRANSPOSE_KEY: DecodeOptions.from_manifest(run.manifest).exif_transpose,
         "backbone": spec.name,
         "pretrained": spec.pretrained,
         "method": run.method,

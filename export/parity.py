@@ -12,7 +12,7 @@ the graph.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from clipedge.backbone import Backbone
 from clipedge.errors import ClipedgeError
-from clipedge.images import load_rgb
-from clipedge.run_dir import Run
-from clipedge.run_features import run_data
+from clipedge.images import UnreadableImage, load_rgb
+from clipedge.run_dir import Run, record_skipped
+from clipedge.run_features import run_data, run_decoding
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from clipedge.runtime.contract import FrameInput, ReferenceSet, run_in_batches
@@ -51,6 +51,8 @@ class ParityReference:
     frames: np.ndarray
     fused: np.ndarray
     pipeline: np.ndarray
+    #: the image files the frames were made of (those of the requested ones that decoded)
+    paths: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -117,8 +119,11 @@ def exact_fp32() -> Iterator[None]:
 @exact_fp32()
 def reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier, temperature: float | None,
                       paths: list[Path]) -> ParityReference:
-    """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``."""
-    return image_reference(run, backbone, fused, temperature, [load_rgb(path) for path in paths])
+    """Probabilities of the fp32 fused module and of the unfused pipeline on the images at ``paths``, decoded as
+    the run was; a file that no longer decodes is left out and recorded in the run's skipped.json."""
+    images = decoded_images(run, paths)
+    reference = image_reference(run, backbone, fused, temperature, list(images.values()))
+    return replace(reference, paths=list(images))
 
 
 @torch.no_grad()
@@ -140,10 +145,27 @@ def image_reference(run: Run, backbone: Backbone, fused: FusedClassifier, temper
     return ParityReference(frames, torch.cat(fused_probs).numpy(), torch.cat(pipeline_probs).numpy())
 
 
-def camera_frame(path: Path, frame: FrameInput) -> tuple[np.ndarray, Image.Image]:
+def decoded_images(run: Run, paths: list[Path]) -> dict[Path, Image.Image]:
+    """The images at ``paths`` decoded as the run's training decoded them (EXIF orientation, size limit), by
+    path; one that fails is recorded in the run's skipped.json, and the gate goes on with the rest."""
+    decoding, images, unreadable = run_decoding(run), {}, {}
+    for path in paths:
+        if path in unreadable or path in images:
+            continue
+        try:
+            images[path] = load_rgb(path, decoding)
+        except UnreadableImage as error:
+            unreadable[path] = error.skipped
+    record_skipped(run.path, list(unreadable.values()), "export")
+    if not images:
+        raise ClipedgeError(f"RUN {run.path}: none of the {len(paths)} image(s) to check the export against decodes")
+    return images
+
+
+def camera_frame(image: Image.Image, frame: FrameInput) -> tuple[np.ndarray, Image.Image]:
     """One of the run's images as a camera would deliver it at ``frame``'s size and pixel format (the model's
     input), and the RGB picture the PIL pipeline sees in that frame (for NV12: after the integer decoding)."""
-    rgb = np.asarray(load_rgb(path).resize((frame.width, frame.height), Image.Resampling.BICUBIC))
+    rgb = np.asarray(image.resize((frame.width, frame.height), Image.Resampling.BICUBIC))
     if frame.pixel_format == "nv12":
         planes = rgb_to_nv12(rgb, frame.colour_matrix or "bt601")
         return planes, Image.fromarray(nv12_to_rgb(planes, frame.colour_matrix or "bt601"))
@@ -155,9 +177,10 @@ def frame_reference_outputs(run: Run, backbone: Backbone, fused: FusedClassifier
                             paths: list[Path], frame: FrameInput) -> ParityReference:
     """The references of a ``--frame`` export: the run's images placed in camera frames of that size, the
     frames fed to the export as they are and to both references through the PIL pipeline."""
-    inputs, pictures = zip(*(camera_frame(path, frame) for path in paths))
+    images = decoded_images(run, paths)
+    inputs, pictures = zip(*(camera_frame(image, frame) for image in images.values()))
     reference = image_reference(run, backbone, fused, temperature, list(pictures))
-    return ParityReference(np.stack(inputs), reference.fused, reference.pipeline)
+    return ParityReference(np.stack(inputs), reference.fused, reference.pipeline, list(images))
 
 
 def tolerance(precision: str, temperature: float | None = None,

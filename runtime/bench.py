@@ -236,7 +236,8 @@ def compare_pipelines(pipelines: dict[str, Callable[[np.ndarray], object]], fram
 
 def image_frames(classifier: Any, paths: list[Path]) -> np.ndarray:
     """Real images at the model's size (its own resize); unreadable files are skipped."""
-    frames, _ = prepare_files(paths, classifier.image_size, classifier.interpolation, classifier.resize_mode)
+    frames, _ = prepare_files(paths, classifier.image_size, classifier.interpolation, classifier.resize_mode,
+                              decoding=classifier.decoding)
     if not len(frames):
         raise ClipedgeError(f"--images: none of the {len(paths)} file(s) is a readable image")
     return frames

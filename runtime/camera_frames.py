@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from clipedge.errors import ClipedgeError
-from clipedge.images import to_rgb
+from clipedge.images import DecodeOptions, to_rgb
 
 from .contract import FrameInput
 from .preprocess import load_image
@@ -30,10 +30,10 @@ def describe_shape(shape: tuple[int, ...], frame: FrameInput) -> str:
     return f"of shape {list(shape)}"
 
 
-def _as_array(item: Any, frame: FrameInput) -> np.ndarray:
+def _as_array(item: Any, frame: FrameInput, decoding: DecodeOptions) -> np.ndarray:
     """One frame as the model's input array; paths and PIL images only for RGB/BGR models."""
     if isinstance(item, (str, Path)):
-        item = load_image(item)
+        item = load_image(item, decoding)
     if isinstance(item, Image.Image):
         if frame.pixel_format == "nv12":
             raise ClipedgeError("frame: this model takes NV12 planes (uint8 [H*3/2, W] arrays), not decoded images")
@@ -53,8 +53,10 @@ def _check(array: np.ndarray, frame: FrameInput) -> np.ndarray:
     return array
 
 
-def prepare_camera_frames(frames: Any, frame: FrameInput) -> tuple[np.ndarray, bool]:
-    """Any accepted input → (uint8 [N, *frame.sample_shape], whether the input was one frame)."""
+def prepare_camera_frames(frames: Any, frame: FrameInput,
+                          decoding: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, bool]:
+    """Any accepted input → (uint8 [N, *frame.sample_shape], whether the input was one frame); ``decoding``
+    applies to image files."""
     rank = len(frame.sample_shape)
     if isinstance(frames, np.ndarray) and frames.ndim == rank + 1:
         if not len(frames):
@@ -65,5 +67,5 @@ def prepare_camera_frames(frames: Any, frame: FrameInput) -> tuple[np.ndarray, b
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ClipedgeError("frames: got an empty list")
-        return np.stack([_check(_as_array(item, frame), frame) for item in frames]), False
-    return _check(_as_array(frames, frame), frame)[None], True
+        return np.stack([_check(_as_array(item, frame, decoding), frame) for item in frames]), False
+    return _check(_as_array(frames, frame, decoding), frame)[None], True

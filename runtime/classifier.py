@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from clipedge.errors import ClipedgeError
+from clipedge.images import DecodeOptions
 
 from .backends import Backend, is_server_url, open_backend
 from .boxes import check_boxes, crop_boxes
@@ -26,6 +27,7 @@ from .contract import (
     RESIZE_MODES,
     class_scores,
     confidence,
+    exif_transpose_of,
     frame_input_of,
     missing_contract_keys,
     not_an_export,
@@ -78,7 +80,10 @@ class Classifier:
     "exact" (open_clip's eval transform to the grey level). A ``--frame`` model
     takes frames of exactly its exported size, untouched (runtime.camera_frames).
     ``classifier(frame, boxes=[[x0, y0, x1, y1], ...])`` classifies regions of
-    one frame in one batch (runtime.boxes).
+    one frame in one batch (runtime.boxes). Image files are turned upright by
+    their EXIF orientation when the model's training did (its metadata says;
+    ``exif_transpose`` overrides) and refused above ``max_image_pixels``
+    (default: Pillow's limit); arrays and PIL images are used as they are.
 
     ``labels`` (a list, or a text file with one name per line) names the classes
     of a model that is not a clipedge export; such a model is accepted only with
@@ -88,7 +93,8 @@ class Classifier:
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
                  top_k: int = 5, cuda_graph: bool = False, threads: int | None = None,
-                 labels: Sequence[str] | str | Path | None = None, resize_quality: str = "fast"):
+                 labels: Sequence[str] | str | Path | None = None, resize_quality: str = "fast",
+                 exif_transpose: bool | None = None, max_image_pixels: int | None = None):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = path if is_server_url(path) else Path(path), bgr, top_k
@@ -110,6 +116,8 @@ class Classifier:
         if self.rejection_score not in REJECTION_SCORES:
             raise ClipedgeError(f"model {self.path}: rejection_score {self.rejection_score!r} is not one of {REJECTION_SCORES}")
         self.temperature = float(self.metadata.get("temperature", 1.0))
+        self.decoding = DecodeOptions(exif_transpose_of(self.metadata) if exif_transpose is None else exif_transpose,
+                                      max_image_pixels)
         self._lock = threading.Lock()
 
     @property
@@ -175,15 +183,15 @@ class Classifier:
             if self.frame is not None:
                 raise ClipedgeError(f"boxes: model {self.path} takes whole {self.frame.describe()} frames (a --frame "
                                     "export); classify crops with a model exported without --frame")
-            whole = prepare_whole_frame(frames)
+            whole = prepare_whole_frame(frames, self.decoding)
             crops = crop_boxes(whole, check_boxes(boxes, whole.shape[1], whole.shape[0]))
             bgr = self.bgr and isinstance(frames, np.ndarray)  # files and PIL images decode to RGB
             return prepare_batch(crops, self.image_size, self.interpolation, self.resize_mode, bgr,
                                  self.resize_quality)[0], False
         if self.frame is not None:
-            return prepare_camera_frames(frames, self.frame)
+            return prepare_camera_frames(frames, self.frame, self.decoding)
         return prepare_batch(frames, self.image_size, self.interpolation, self.resize_mode, self.bgr,
-                             self.resize_quality)
+                             self.resize_quality, self.decoding)
 
     def predict(self, frames: Any, top_k: int | None = None, boxes: Any = None) -> list[Prediction]:
         """Predictions for any accepted input, always as a list (one per image, or per box)."""

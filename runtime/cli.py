@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import SkippedFile, UnreadableImage
 from clipedge.tables import format_table
 
 from .backends import is_server_url
@@ -25,7 +26,7 @@ from .bench import REPORT_HEADERS, parse_batches, report_rows, run_bench
 from .boxes import Region, boxes_for, check_boxes, read_boxes_file
 from .classifier import Classifier, Prediction
 from .image_files import collect_images
-from .predict_stream import check_inputs, stream_predictions
+from .predict_stream import check_inputs, not_an_image, stream_predictions
 from .preprocess import RESIZE_QUALITIES, prepare_whole_frame
 from .schemas import SCHEMA_VERSIONS
 
@@ -34,11 +35,11 @@ INTERRUPTED_EXIT = 130
 
 
 def predict_regions(classifier: Classifier, paths: list[Path], boxes: dict[str, list] | list, top_k: int,
-                    boxes_file: Path) -> tuple[list[tuple[Region, Prediction]], list[Path]]:
+                    boxes_file: Path) -> tuple[list[tuple[Region, Prediction]], list[SkippedFile]]:
     """``--boxes``: each image's boxes classified in one call per image; images without boxes are skipped, a
     bad box is an error naming the file and the box."""
     results: list[tuple[Region, Prediction]] = []
-    unreadable: list[Path] = []
+    unreadable: list[SkippedFile] = []
     boxed = [(path, boxes_for(boxes, path)) for path in paths]
     if all(image_boxes is None for _, image_boxes in boxed):
         raise ClipedgeError(f"--boxes {boxes_file}: names none of the {len(paths)} image(s) given (keys are image paths "
@@ -47,9 +48,9 @@ def predict_regions(classifier: Classifier, paths: list[Path], boxes: dict[str, 
         if image_boxes is None:
             continue
         try:
-            frame = prepare_whole_frame(path)
-        except ClipedgeError:
-            unreadable.append(path)
+            frame = prepare_whole_frame(path, classifier.decoding)
+        except UnreadableImage as error:
+            unreadable.append(error.skipped)
             continue
         checked = check_boxes(image_boxes, frame.shape[1], frame.shape[0], f"--boxes {boxes_file} for {path}")
         results += [(Region(path, box), prediction)
@@ -57,14 +58,15 @@ def predict_regions(classifier: Classifier, paths: list[Path], boxes: dict[str, 
     return results, unreadable
 
 
-def _as_json(model: str | Path, classifier: Classifier, results: list[tuple[Path, Prediction]], skipped: list[Path]) -> str:
+def _as_json(model: str | Path, classifier: Classifier, results: list[tuple[Path | Region, Prediction]],
+             skipped: list[SkippedFile]) -> str:
     def source(path: Path | Region) -> dict[str, Any]:
         return {"path": str(path.path), "box": list(path.box)} if isinstance(path, Region) else {"path": str(path)}
 
     return json.dumps({
         "schema_version": SCHEMA_VERSIONS["predict"], "model": str(model), "backend": classifier.backend_name,
         "skipped": len(skipped),
-        "skipped_files": [str(p) for p in skipped],
+        "skipped_files": [s.to_dict() for s in skipped],
         "predictions": [{**source(path), **prediction.to_dict()} for path, prediction in results],
     }, indent=2)
 
@@ -103,18 +105,25 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path),
               help="JSON boxes [[x0, y0, x1, y1], ...] to classify instead of whole images: one list for every image, "
                    "or an object mapping image paths (or file names) to their boxes.")
+@click.option("--no-exif-transpose", "exif_transpose", is_flag=True, flag_value=False, default=None,
+              help="Use pixels as stored, ignoring the EXIF orientation (default: as the model's training did).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1),
+              help="Skip files declaring more pixels than this (default: Pillow's limit, about 89 million).")
 def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
-                    labels: Path | None, as_json: bool, as_csv: bool, boxes_file: Path | None) -> None:
+                    labels: Path | None, as_json: bool, as_csv: bool, boxes_file: Path | None,
+                    exif_transpose: bool | None, max_image_pixels: int | None) -> None:
     """Label IMAGES (files or folders, searched recursively) with MODEL (.onnx or .engine, or a served model:
     grpc://HOST:PORT/NAME or http://HOST:PORT/NAME), without PyTorch.
 
     Results are written batch by batch as they are computed, so folders of any size run in flat memory and
     an interrupted run (Ctrl-C, SIGTERM: exit status 130) keeps, and properly closes, what it did. Files in
-    folders that are not images are skipped and counted on stderr; so are unreadable images.
+    folders that are not images are skipped and counted on stderr; so are files that fail to decode, each with
+    its reason. Animations and multi-page files are classified by their first frame.
     """
     if as_json and as_csv:
         raise ClipedgeError("--json and --csv: choose one output format")
-    classifier_options = {"providers": list(providers) or None, "batch_size": batch_size, "labels": labels}
+    classifier_options = {"providers": list(providers) or None, "batch_size": batch_size, "labels": labels,
+                          "exif_transpose": exif_transpose, "max_image_pixels": max_image_pixels}
     if boxes_file:
         _predict_boxes(model, images, top_k, read_boxes_file(boxes_file), boxes_file, as_json, as_csv,
                        Classifier(model, **classifier_options))
@@ -123,9 +132,7 @@ def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size
     classifier = Classifier(model, **classifier_options)
     fmt = "json" if as_json else "csv" if as_csv else "table"
     outcome = stream_predictions(classifier, inputs, sys.stdout, model, fmt, top_k)
-    if outcome.skipped:
-        names = ", ".join(p.name for p in outcome.skipped[:5]) + (", ..." if len(outcome.skipped) > 5 else "")
-        click.echo(f"skipped {len(outcome.skipped)} file(s) that are not readable images: {names}", err=True)
+    report_skipped(outcome.skipped)
     if outcome.interrupted:
         click.echo(f"interrupted: the output holds the {outcome.classified} image(s) classified before", err=True)
         sys.exit(INTERRUPTED_EXIT)
@@ -136,7 +143,8 @@ def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size
 def _predict_boxes(model: Path, images: tuple[Path, ...], top_k: int, boxes: dict[str, list] | list, boxes_file: Path,
                    as_json: bool, as_csv: bool, classifier: Classifier) -> None:
     """``--boxes``: regions of each image, one model call per image (not streamed: boxes files list few images)."""
-    paths, skipped = collect_images(images)
+    paths, not_images = collect_images(images)
+    skipped = [not_an_image(path) for path in not_images]
     results, unreadable = predict_regions(classifier, paths, boxes, top_k, boxes_file)
     skipped += unreadable
     if not results:
@@ -147,8 +155,13 @@ def _predict_boxes(model: Path, images: tuple[Path, ...], top_k: int, boxes: dic
         click.echo(_as_csv(results, top_k))
     else:
         click.echo(_as_table(results, top_k))
+    report_skipped(skipped)
+
+
+def report_skipped(skipped: list[SkippedFile]) -> None:
+    """One line on stderr: how many files were skipped, the first few with their one-word reasons."""
     if skipped:
-        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        names = ", ".join(f"{s.path.name} ({s.reason})" for s in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         click.echo(f"skipped {len(skipped)} file(s) that are not readable images: {names}", err=True)
 
 

@@ -44,6 +44,9 @@ DEFAULT_BATCH_PROFILE = "1,8,32"
 REFERENCE_KEY = "reference_set"
 #: class names, one per line, beside an engine built by another tool (trtexec, Polygraphy)
 LABELS_FILE = "labels.txt"
+#: metadata key: whether image files are turned upright by their EXIF orientation before preprocessing, as the
+#: run's training did ("true"/"false"; absent in models exported before clipedge applied it, which did not)
+EXIF_TRANSPOSE_KEY = "exif_transpose"
 
 
 def output_names(embeddings: bool) -> list[str]:
@@ -69,6 +72,12 @@ class ModelContract:
     rejection_threshold: float | None = None
     rejection_score: str = "max_prob"
     frame: FrameInput | None = None
+    exif_transpose: bool = False
+
+
+def exif_transpose_of(metadata: dict[str, str]) -> bool:
+    """Whether a model's image files get their EXIF orientation applied (see EXIF_TRANSPOSE_KEY)."""
+    return metadata.get(EXIF_TRANSPOSE_KEY, "false").strip().lower() == "true"
 
 
 def missing_contract_keys(metadata: dict[str, str]) -> list[str]:
@@ -98,6 +107,7 @@ def read_contract(metadata: dict[str, str], source: str | Path) -> ModelContract
             temperature=float(metadata.get("temperature", 1.0)),
             rejection_threshold=float(metadata["rejection_threshold"]) if "rejection_threshold" in metadata else None,
             rejection_score=metadata.get("rejection_score", "max_prob"), frame=frame_input_of(metadata),
+            exif_transpose=exif_transpose_of(metadata),
         )
     except (ValueError, TypeError, AttributeError, IndexError) as error:
         raise ClipedgeError(f"model {source}: malformed clipedge metadata ({error})") from None

@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import SkippedFile, UnreadableImage
 from clipedge.tables import format_cell, format_row
 
 from .classifier import UNKNOWN, Classifier, Prediction
@@ -84,12 +85,17 @@ def scan(inputs: Iterable[Path]) -> Scan:
     return found
 
 
+def not_an_image(path: Path) -> SkippedFile:
+    """A file in a folder whose suffix no image decoder claims: listed, never opened."""
+    return SkippedFile(path, "not-an-image", "no image file suffix")
+
+
 @dataclass
 class Outcome:
     """What a streamed run did: images classified, files skipped (not images, or unreadable), whether it was stopped."""
 
     classified: int = 0
-    skipped: list[Path] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     interrupted: bool = False
 
 
@@ -107,13 +113,15 @@ def classify_batches(classifier: Classifier, files: Iterable[tuple[Path, bool]],
 
     for path, candidate in files:
         if not candidate:
-            outcome.skipped.append(path)
+            outcome.skipped.append(not_an_image(path))
             continue
         try:
             frames.append(classifier.prepare(path)[0][0])  # the model's own resize (or its --frame input)
             kept.append(path)
-        except ClipedgeError:
-            outcome.skipped.append(path)
+        except UnreadableImage as error:
+            outcome.skipped.append(error.skipped)
+        except ClipedgeError as error:  # decodes, but not as this model takes it (a --frame model's size or format)
+            outcome.skipped.append(SkippedFile(path, "unsuitable", str(error)))
         progress.update()
         if len(frames) == classifier.batch_size:
             yield flush()
@@ -166,7 +174,7 @@ class JsonWriter(Writer):
 
     def close(self, outcome: Outcome) -> None:
         if self.started:
-            skipped = json.dumps([str(path) for path in outcome.skipped])
+            skipped = json.dumps([file.to_dict() for file in outcome.skipped])
             self.out.write(f'\n], "skipped": {len(outcome.skipped)}, "skipped_files": {skipped}, '
                            f'"interrupted": {json.dumps(outcome.interrupted)}}}\n')
             self.out.flush()

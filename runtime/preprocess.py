@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from clipedge.errors import ClipedgeError
-from clipedge.images import IMAGE_ERRORS, load_rgb, to_rgb
+from clipedge.images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb, to_rgb
 
 from .frame_geometry import FILTER_SUPPORT, AxisPlan, FramePlan, plan_frame
 
@@ -115,25 +115,24 @@ def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     return colour[..., ::-1] if bgr else colour
 
 
-def load_image(path: str | Path, draft_for: tuple[int, str] | None = None) -> Image.Image:
-    """Decode an image file to RGB the way training did (clipedge.images); one-line error otherwise.
+def load_image(path: str | Path, decoding: DecodeOptions = DecodeOptions(),
+               draft_for: tuple[int, str] | None = None) -> Image.Image:
+    """Decode an image file to RGB the way training did (clipedge.images); an UnreadableImage (a ClipedgeError
+    naming the file and the reason) otherwise.
 
     ``draft_for=(size, resize_mode)`` (the fast path) lets a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT
     (PIL's ``draft``) while staying at least ``FAST_REDUCING_GAP`` times larger than what the resize keeps.
     """
     path = Path(path)
     if not path.is_file():
-        raise ClipedgeError(f"image {path}: no such file")
-    try:
-        if draft_for is None:
-            return load_rgb(path)
-        with Image.open(path) as image:
-            plan = plan_frame(*image.size, *draft_for)
-            image.draft(None, tuple(int(side * FAST_REDUCING_GAP) for side in plan.resized))
-            image.load()
-            return to_rgb(image)
-    except IMAGE_ERRORS as error:
-        raise ClipedgeError(f"image {path}: not a readable image ({type(error).__name__})") from None
+        raise UnreadableImage(SkippedFile(path, "missing", "no such file"))
+    if draft_for is None:
+        return load_rgb(path, decoding)
+
+    def draft(width: int, height: int) -> tuple[int, int]:
+        return tuple(int(side * FAST_REDUCING_GAP) for side in plan_frame(width, height, *draft_for).resized)
+
+    return load_rgb(path, decoding, draft)
 
 
 def check_resize_quality(quality: str) -> str:
@@ -143,15 +142,16 @@ def check_resize_quality(quality: str) -> str:
 
 
 def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False, quality: str = "exact") -> np.ndarray:
+                  bgr: bool = False, quality: str = "exact", decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB.
 
     ``quality="fast"`` resizes with :func:`fast_resize_and_crop` (and drafts JPEG files); "exact" with
-    :func:`resize_and_crop`, open_clip's eval transform to the grey level.
+    :func:`resize_and_crop`, open_clip's eval transform to the grey level. ``decoding`` applies to paths only:
+    arrays and PIL images are camera frames, used as they are.
     """
     fast = check_resize_quality(quality) == "fast"
     if isinstance(frame, (str, Path)):
-        frame = load_image(frame, (size, resize_mode) if fast else None)
+        frame = load_image(frame, decoding, (size, resize_mode) if fast else None)
     if isinstance(frame, Image.Image):
         image = to_rgb(frame)
         resize = fast_resize_and_crop if fast and image.size != (size, size) else resize_and_crop
@@ -171,11 +171,11 @@ def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_
     raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
-def prepare_whole_frame(frame: Any) -> np.ndarray:
+def prepare_whole_frame(frame: Any, decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """One image (path, PIL image, or uint8 array) as an array at its own size, for cutting regions out of it; an
     array is returned as it is (no copy, colour order untouched)."""
     if isinstance(frame, (str, Path)):
-        frame = load_image(frame)
+        frame = load_image(frame, decoding)
     if isinstance(frame, Image.Image):
         return np.asarray(to_rgb(frame))
     if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3):
@@ -185,20 +185,22 @@ def prepare_whole_frame(frame: Any) -> np.ndarray:
 
 
 def prepare_files(paths: list[Path], size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  quality: str = "exact") -> tuple[np.ndarray, list[Path]]:
-    """Image files → (uint8 [N, size, size, 3] frames, the files that could not be read, skipped)."""
+                  quality: str = "exact", decoding: DecodeOptions = DecodeOptions()
+                  ) -> tuple[np.ndarray, list[SkippedFile]]:
+    """Image files → (uint8 [N, size, size, 3] frames, the files that could not be decoded, with why)."""
     frames, unreadable = [], []
     for path in paths:
         try:
-            frames.append(prepare_frame(path, size, interpolation, resize_mode, quality=quality))
-        except ClipedgeError:
-            unreadable.append(path)
+            frames.append(prepare_frame(path, size, interpolation, resize_mode, quality=quality, decoding=decoding))
+        except UnreadableImage as error:
+            unreadable.append(error.skipped)
     stacked = np.stack(frames) if frames else np.zeros((0, size, size, 3), dtype=np.uint8)
     return stacked, unreadable
 
 
 def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
-                  bgr: bool = False, quality: str = "exact") -> tuple[np.ndarray, bool]:
+                  bgr: bool = False, quality: str = "exact", decoding: DecodeOptions = DecodeOptions()
+                  ) -> tuple[np.ndarray, bool]:
     """Any accepted input → (uint8 [N, size, size, 3] RGB, whether the input was one image).
 
     Accepted: one image as in :func:`prepare_frame`, a list or tuple of them,
@@ -213,5 +215,6 @@ def prepare_batch(frames: Any, size: int, interpolation: str = "bicubic", resize
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ClipedgeError("frames: got an empty list")
-        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr, quality) for f in frames]), False
-    return prepare_frame(frames, size, interpolation, resize_mode, bgr, quality)[None], True
+        return np.stack([prepare_frame(f, size, interpolation, resize_mode, bgr, quality, decoding)
+                         for f in frames]), False
+    return prepare_frame(frames, size, interpolation, resize_mode, bgr, quality, decoding)[None], True

@@ -66,7 +66,8 @@ def test_bad_files_are_skipped_and_counted(image_folder):
     good = (folder / "000.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     data = scan_image_folder(image_folder)
-    assert {p.name for p in data.skipped} == {"empty.png", "notes.txt", "truncated.png"}
+    assert {s.path.name: s.reason for s in data.skipped} == {"empty.png": "empty", "notes.txt": "not-an-image",
+                                                             "truncated.png": "truncated"}
     assert sum(len(v) for v in data.splits.values()) == 36
 
 

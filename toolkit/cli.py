@@ -21,14 +21,21 @@ METHODS = ("zero-shot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adap
 
 
 class ClipedgeGroup(click.Group):
-    """Turns a :class:`ClipedgeError` into one line on stderr and exit status 2, without a traceback."""
+    """Turns a :class:`ClipedgeError` into one line on stderr and exit status 2, without a traceback; what
+    image decoders said while the command ran is summarised in one line (listed with --verbose)."""
 
     def invoke(self, ctx: click.Context):
+        from .images import DECODER_MESSAGES
+
+        DECODER_MESSAGES.clear()
         try:
             return super().invoke(ctx)
         except ClipedgeError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
+        finally:
+            for line in DECODER_MESSAGES.summary(verbose=bool(ctx.params.get("verbose"))):
+                click.echo(line, err=True)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -84,6 +91,10 @@ def main(verbose: bool) -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Head training precision.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Share a feature cache between runs (default RUN/cache).")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty RUN.")
+@click.option("--no-exif-transpose", "exif_transpose", is_flag=True, flag_value=False, default=True,
+              help="Use pixels as stored, ignoring the EXIF orientation (recorded in RUN and the exported model).")
+@click.option("--max-image-pixels", type=int,
+              help="Skip files declaring more pixels than this (default: Pillow's limit, about 89 million).")
 def train(data: Path, out: Path, alpha: str | None, **options) -> None:
     """Train a few-shot head on DATA (one subfolder per class) and write the run directory OUT."""
     from .training import train as train_run

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ClipedgeError
-from .images import is_readable_image
+from .images import DecodeOptions, SkippedFile, check_image
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LabelledImages:
     root: Path
     class_names: list[str]
     splits: dict[str, list[Sample]]
-    skipped: list[Path] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -89,8 +89,10 @@ def _holdout(samples: list[Sample], seed: int) -> dict[str, list[Sample]]:
     return splits
 
 
-def scan_image_folder(root: Path, split_seed: int = 0) -> LabelledImages:
-    """Read ``root/<class>/<images>``; class names come from folder names (``_`` becomes a space)."""
+def scan_image_folder(root: Path, split_seed: int = 0, decoding: DecodeOptions = DecodeOptions()) -> LabelledImages:
+    """Read ``root/<class>/<images>``; class names come from folder names (``_`` becomes a space).
+
+    Every file's header is checked; files that are not usable images are skipped with their reason."""
     root = Path(root)
     if not root.is_dir():
         raise ClipedgeError(f"DATA {root}: no such folder (expected one subfolder of images per class)")
@@ -104,11 +106,15 @@ def scan_image_folder(root: Path, split_seed: int = 0) -> LabelledImages:
     if duplicates:
         raise ClipedgeError(f"DATA {root}: folders map to the same class name {duplicates[0]!r}")
     samples: list[Sample] = []
-    skipped: list[Path] = []
+    skipped: list[SkippedFile] = []
     for label, folder in enumerate(folders):
         good = []
         for path in _listed_files(folder):
-            (good if is_readable_image(path) else skipped).append(path)
+            problem = check_image(path, decoding)
+            if problem is None:
+                good.append(path)
+            else:
+                skipped.append(problem)
         if not good:
             raise ClipedgeError(f"DATA {folder}: class folder has no readable image")
         samples += [Sample(p.resolve(), p.relative_to(root).as_posix(), label) for p in good]
@@ -116,13 +122,13 @@ def scan_image_folder(root: Path, split_seed: int = 0) -> LabelledImages:
     return LabelledImages(root.resolve(), class_names, _holdout(samples, split_seed), skipped)
 
 
-def _report_skipped(root: Path, skipped: list[Path]) -> None:
+def _report_skipped(root: Path, skipped: list[SkippedFile]) -> None:
     if skipped:
-        shown = ", ".join(str(p) for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        shown = ", ".join(f"{s.path.name} ({s.reason})" for s in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         log.warning("skipped %d unreadable file(s) under %s: %s", len(skipped), root, shown)
 
 
-def read_split_file(root: Path, split_file: Path) -> LabelledImages:
+def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = DecodeOptions()) -> LabelledImages:
     """Read a CoOp split JSON: ``{"train"|"val"|"test": [[relative path, label, class name], ...]}``.
 
     Class names become prompt-ready (``_`` → space). A file whose splits share an image, or that names one
@@ -142,7 +148,7 @@ def read_split_file(root: Path, split_file: Path) -> LabelledImages:
     names: dict[int, str] = {}
     listed_in: dict[Path, str] = {}
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
-    skipped: list[Path] = []
+    skipped: list[SkippedFile] = []
     for split in SPLITS:
         for entry in content[split]:
             if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int)):
@@ -151,10 +157,11 @@ def read_split_file(root: Path, split_file: Path) -> LabelledImages:
             _check_label_name(split_file, names, label, str(name), split)
             path = (root / relpath).resolve()
             _check_disjoint(split_file, listed_in, path, relpath, split)
-            if is_readable_image(path):
+            problem = check_image(path, decoding)
+            if problem is None:
                 splits[split].append(Sample(path, str(relpath), label))
             else:
-                skipped.append(path)
+                skipped.append(problem)
     if sorted(names) != list(range(len(names))) or len(names) < 2:
         raise ClipedgeError(f"--split {split_file}: labels must be 0..C-1 with C >= 2, got {sorted(names)[:10]}")
     class_names = [prompt_ready_name(names[i]) for i in range(len(names))]
@@ -184,8 +191,9 @@ def _check_disjoint(split_file: Path, listed_in: dict[Path, str], path: Path, re
                             "expected disjoint train, val and test lists")
 
 
-def load_labelled_images(root: Path, split_file: Path | None = None, split_seed: int = 0) -> LabelledImages:
-    return read_split_file(root, split_file) if split_file else scan_image_folder(root, split_seed)
+def load_labelled_images(root: Path, split_file: Path | None = None, split_seed: int = 0,
+                         decoding: DecodeOptions = DecodeOptions()) -> LabelledImages:
+    return read_split_file(root, split_file, decoding) if split_file else scan_image_folder(root, split_seed, decoding)
 
 
 def sample_few_shot(samples: list[Sample], shots: int, seed: int, class_names: list[str] | None = None) -> list[Sample]:

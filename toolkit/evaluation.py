@@ -6,7 +6,8 @@ The JSON report (``--json``) is a stable schema, documented in the README:
      "top1": float, "top5": float, "top5_k": int,
      "per_class": [{"class": str, "accuracy": float|null, "count": int}],
      "confusion_matrix": [[int]], "confusion_matrix_png": str,
-     "predictions": [{"path": str, "label": int, "predicted": int}]}
+     "predictions": [{"path": str, "label": int, "predicted": int}],
+     "skipped_files": [{"path": str, "reason": str, "detail": str}]}   # files that could not be decoded
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet
 from .figures import pyplot, save_png
 from .run_dir import CACHE_DIR, Run, load_run
-from .run_features import RunFeatures
+from .run_features import RunFeatures, run_decoding
 
 CONFUSION_PNG = "confusion_matrix.png"
 
@@ -47,6 +48,7 @@ class EvalReport:
     confusion_matrix: list[list[int]]
     confusion_matrix_png: str
     predictions: list[dict[str, Any]]
+    skipped_files: list[dict[str, str]]
 
     def to_json(self) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSIONS["eval"], **asdict(self)}, indent=2)
@@ -57,7 +59,7 @@ def _features_for(run: Run, data: Path | None, split_file: Path | None, device: 
     if data is None:
         features = RunFeatures(run, device, progress)
         return features.data, features.split("test")
-    dataset = load_labelled_images(data, split_file)
+    dataset = load_labelled_images(data, split_file, decoding=run_decoding(run))
     if dataset.class_names != run.class_names:
         raise ClipedgeError(
             f"DATA {data}: classes {dataset.class_names[:5]} do not match the run's {run.class_names[:5]}"
@@ -68,7 +70,7 @@ def _features_for(run: Run, data: Path | None, split_file: Path | None, device: 
     spec = run.backbone_spec
     features = cached_features(
         spec, lambda: load_backbone_from_spec(spec, device=resolve_device(device)), FeatureCache(run.path / CACHE_DIR),
-        "eval", samples, 0, 0, progress,
+        "eval", samples, 0, 0, progress, decoding=run_decoding(run),
     )
     return dataset, features
 
@@ -134,4 +136,5 @@ def evaluate(run_path: str | Path, data: str | Path | None = None, split: str | 
             {"path": relpath, "label": int(t), "predicted": int(p)}
             for relpath, t, p in zip(features.relpaths, labels.tolist(), predicted.tolist())
         ],
+        skipped_files=[s.to_dict() for s in (dataset.skipped if data else []) + features.skipped],
     )

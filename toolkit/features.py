@@ -10,7 +10,7 @@ and machines, which is what makes the cache key honest.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .backbone import Backbone, BackboneSpec
 from .data import Sample
-from .images import IMAGE_ERRORS, load_rgb
+from .images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,14 @@ INTERPOLATIONS = {
 
 @dataclass
 class FeatureSet:
-    """Raw features of a list of samples; ``features`` is [V, N, D] for augmented views, else [N, D]."""
+    """Raw features of a list of samples; ``features`` is [V, N, D] for augmented views, else [N, D].
+
+    ``skipped``: the samples whose file could not be decoded, left out of ``features``."""
 
     features: torch.Tensor
     labels: torch.Tensor
     relpaths: list[str]
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 def as_views(features: FeatureSet) -> FeatureSet:
@@ -62,27 +65,27 @@ def augment_transform(spec: BackboneSpec, scale: tuple[float, float] = AUGMENT_S
 
 
 class _ImageList(Dataset):
-    """Decodes samples on demand; a bad file yields ``None`` instead of raising."""
+    """Decodes samples on demand; a bad file yields why it was skipped instead of pixels."""
 
-    def __init__(self, samples: list[Sample], transform: Callable, seed: int | None):
-        self.samples, self.transform, self.seed = samples, transform, seed
+    def __init__(self, samples: list[Sample], transform: Callable, seed: int | None, decoding: DecodeOptions):
+        self.samples, self.transform, self.seed, self.decoding = samples, transform, seed, decoding
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         try:
-            image = load_rgb(self.samples[index].path)
-        except IMAGE_ERRORS:
-            return None, index
+            image = load_rgb(self.samples[index].path, self.decoding)
+        except UnreadableImage as error:
+            return error.skipped, index
         if self.seed is not None:
             torch.manual_seed(self.seed * 1_000_003 + index)
         return self.transform(image), index
 
 
 def _collate(batch):
-    good = [(pixels, index) for pixels, index in batch if pixels is not None]
-    bad = [index for pixels, index in batch if pixels is None]
+    good = [(pixels, index) for pixels, index in batch if isinstance(pixels, torch.Tensor)]
+    bad = [(skipped, index) for skipped, index in batch if isinstance(skipped, SkippedFile)]
     pixels = torch.stack([p for p, _ in good]) if good else None
     return pixels, [i for _, i in good], bad
 
@@ -90,13 +93,13 @@ def _collate(batch):
 def _encode(backbone: Backbone, dataset: _ImageList, batch_size: int, workers: int, description: str, progress: bool):
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     features = torch.empty(len(dataset), backbone.spec.embed_dim)
-    kept, failed = [], []
+    kept, failed = [], {}
     for pixels, indices, bad in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
-        failed += bad
+        failed.update((index, skipped) for skipped, index in bad)
         if pixels is not None:
             features[indices] = backbone.encode_images(pixels)
             kept += indices
-    return features, sorted(kept), sorted(failed)
+    return features, sorted(kept), failed
 
 
 def extract_features(
@@ -109,24 +112,27 @@ def extract_features(
     description: str = "features",
     progress: bool = True,
     scale: tuple[float, float] = AUGMENT_SCALE,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> FeatureSet:
-    """Features under the eval transform (``views=0``) or under ``views`` augmented views at crop ``scale``."""
+    """Features under the eval transform (``views=0``) or under ``views`` augmented views at crop ``scale``; a
+    file that fails to decode in any view is left out of all of them and listed in ``skipped``."""
     if views == 0:
-        features, kept, failed = _encode(backbone, _ImageList(samples, backbone.eval_transform, None), batch_size, workers, description, progress)
+        dataset = _ImageList(samples, backbone.eval_transform, None, decoding)
+        features, kept, failed = _encode(backbone, dataset, batch_size, workers, description, progress)
         stacked = features[kept]
     else:
         transform = augment_transform(backbone.spec, scale)
-        per_view, failed_any = [], set()
+        per_view, failed = [], {}
         for view in range(views):
-            dataset = _ImageList(samples, transform, seed * 1009 + view)
-            features, kept, failed = _encode(backbone, dataset, batch_size, workers, f"{description} view {view + 1}/{views}", progress)
+            dataset = _ImageList(samples, transform, seed * 1009 + view, decoding)
+            features, _, failed_here = _encode(backbone, dataset, batch_size, workers, f"{description} view {view + 1}/{views}", progress)
             per_view.append(features)
-            failed_any.update(failed)
-        kept = [i for i in range(len(samples)) if i not in failed_any]
-        failed = sorted(failed_any)
+            failed.update(failed_here)
+        kept = [i for i in range(len(samples)) if i not in failed]
         stacked = torch.stack(per_view)[:, kept]
-    if failed:
-        names = ", ".join(str(samples[i].path) for i in failed[:5])
-        log.warning("skipped %d image(s) that could not be decoded: %s", len(failed), names)
+    skipped = [failed[i] for i in sorted(failed)]
+    if skipped:
+        names = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:5])
+        log.warning("skipped %d image(s) that could not be decoded: %s", len(skipped), names)
     labels = torch.tensor([samples[i].label for i in kept], dtype=torch.long)
-    return FeatureSet(stacked, labels, [samples[i].relpath for i in kept])
+    return FeatureSet(stacked, labels, [samples[i].relpath for i in kept], skipped)

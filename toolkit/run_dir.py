@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md §3): ``clipedge.json`` + ``head.safetensors`` + ``cache/``.
+"""The run directory (DESIGN.md §3): ``clipedge.json`` + ``head.safetensors`` + ``split.json`` + ``skipped.json`` + ``cache/``.
 
 A run is self-describing: eval, export and the runtime rebuild everything from
 it. It is written into a sibling temporary directory and renamed into place
@@ -22,12 +22,14 @@ from .atomic import write_atomically
 from .backbone import BackboneSpec
 from .errors import ClipedgeError
 from .heads import Head, head_class
+from .images import SkippedFile
 
 FORMAT_VERSION = 1
 MANIFEST = "clipedge.json"
 HEAD_FILE = "head.safetensors"
 CACHE_DIR = "cache"
 SPLIT_FILE = "split.json"  # the exact train/val/test images, CoOp format
+SKIPPED_FILE = "skipped.json"  # files that could not be decoded, with why and at which step: never loaded again
 
 
 @dataclass
@@ -146,3 +148,33 @@ def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:
     manifest[key] = value
     write_atomically(run_path / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def skipped_entries(files: list[SkippedFile], stage: str) -> list[dict[str, str]]:
+    """skipped.json rows: path, one-word reason, the decoder's words, and the step that met the file."""
+    return [{**f.to_dict(), "stage": stage} for f in files]
+
+
+def write_skipped(folder: Path, entries: list[dict[str, str]]) -> None:
+    write_atomically(Path(folder) / SKIPPED_FILE, json.dumps({"files": entries}, indent=2) + "\n")
+
+
+def read_skipped(run_path: Path) -> list[dict[str, str]]:
+    """The run's skipped.json rows ([] for runs written before it existed or with nothing skipped)."""
+    path = Path(run_path) / SKIPPED_FILE
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClipedgeError(f"RUN {path}: corrupt list of skipped files ({error})") from None
+    return list(content.get("files", [])) if isinstance(content, dict) else []
+
+
+def record_skipped(run_path: Path, files: list[SkippedFile], stage: str) -> None:
+    """Add files a later step (eval, calibrate, export) could not decode, so no step loads them again."""
+    known = read_skipped(run_path)
+    seen = {entry["path"] for entry in known}
+    new = [entry for entry in skipped_entries(files, stage) if entry["path"] not in seen]
+    if new:
+        write_skipped(run_path, known + new)

@@ -2,8 +2,9 @@
 
 Evaluation, calibration and export all need the features (or images) of the
 run's train, val and test splits; the run directory records exactly which
-images those are (``split.json``) and caches their features, so the backbone
-is built only when something is not cached yet.
+images those are (``split.json``, less any file in ``skipped.json``) and how
+they were decoded, and caches their features, so the backbone is built only
+when something is not cached yet.
 """
 
 from __future__ import annotations
@@ -15,12 +16,25 @@ from .data import LabelledImages, read_split_file
 from .devices import resolve_device
 from .feature_cache import FeatureCache, cached_features
 from .features import AUGMENT_SCALE, FeatureSet, as_views
-from .run_dir import CACHE_DIR, SPLIT_FILE, Run
+from .images import DecodeOptions
+from .run_dir import CACHE_DIR, SPLIT_FILE, Run, read_skipped, record_skipped
+
+
+def run_decoding(run: Run) -> DecodeOptions:
+    """How the run decoded its files (EXIF orientation, pixel limit): every later step decodes the same way."""
+    return DecodeOptions.from_manifest(run.manifest)
 
 
 def run_data(run: Run) -> LabelledImages:
-    """The run's own split (RUN/split.json), resolved against the data root it was trained on."""
-    return read_split_file(Path(run.manifest["data"]["root"]), run.path / SPLIT_FILE)
+    """The run's own split (RUN/split.json), resolved against the data root it was trained on, without the files
+    any step recorded as undecodable (RUN/skipped.json)."""
+    data = read_split_file(Path(run.manifest["data"]["root"]), run.path / SPLIT_FILE, run_decoding(run))
+    if data.skipped:
+        record_skipped(run.path, data.skipped, "split")
+    failed = {Path(entry["path"]) for entry in read_skipped(run.path)}
+    if failed:
+        data.splits = {name: [s for s in samples if s.path not in failed] for name, samples in data.splits.items()}
+    return data
 
 
 class RunFeatures:
@@ -48,7 +62,8 @@ class RunFeatures:
             scale = tuple(training.get("augment_scale") or AUGMENT_SCALE)
             features = cached_features(
                 self.run.backbone_spec, self.backbone, self._cache, name, self.data.splits[name], views, seed,
-                self.progress, scale,
+                self.progress, scale, run_decoding(self.run),
             )
+            record_skipped(self.run.path, features.skipped, "features")
             self._splits[name] = as_views(features) if name == "train" else features
         return self._splits[name]

@@ -27,14 +27,19 @@ from .features import FeatureSet, as_views
 from .heads import FewShotProblem, Head, TrainOptions, head_class, head_options
 from .heads.base import accuracy
 from .heads.zero_shot import ZeroShotHead
+from .images import MANIFEST_KEY as DECODING_KEY
+from .images import DecodeOptions
 from .prompts import build_text_classifier, resolve_templates
 from .run_dir import (
     CACHE_DIR,
     FORMAT_VERSION,
+    SKIPPED_FILE,
     SPLIT_FILE,
     check_output_dir,
+    skipped_entries,
     staged_run_dir,
     write_run_files,
+    write_skipped,
 )
 from .version import __version__
 
@@ -67,6 +72,12 @@ class TrainConfig:
     overwrite: bool = False
     cache_dir: Path | None = None
     progress: bool = True
+    exif_transpose: bool = True
+    max_image_pixels: int | None = None
+
+    @property
+    def decoding(self) -> DecodeOptions:
+        return DecodeOptions(self.exif_transpose, self.max_image_pixels)
 
 
 @dataclass
@@ -93,6 +104,8 @@ def _validate(config: TrainConfig, device: str) -> tuple[type[Head], TrainOption
     head_cls = head_class(config.method)
     if config.shots < 1:
         raise ClipedgeError(f"--shots {config.shots}: expected a positive number of images per class")
+    if config.max_image_pixels is not None and config.max_image_pixels < 1:
+        raise ClipedgeError(f"--max-image-pixels {config.max_image_pixels}: expected a positive number of pixels")
     options = head_options(
         config.method, seed=config.seed, device=device, precision=config.precision, progress=config.progress,
         **{name: getattr(config, name) for name in METHOD_OPTIONS},
@@ -101,11 +114,13 @@ def _validate(config: TrainConfig, device: str) -> tuple[type[Head], TrainOption
     return head_cls, options, resolve_templates(config.templates)
 
 
-def _split_json(data: LabelledImages, few_shot: list[Sample]) -> dict[str, list]:
-    """The exact images used, in CoOp's split format, so a run can be re-trained or re-evaluated."""
+def _split_json(data: LabelledImages, few_shot: list[Sample], features: _Features) -> dict[str, list]:
+    """The exact images used, in CoOp's split format, so a run can be re-trained or re-evaluated; files that
+    failed to decode are left out, so later steps never load them."""
+    failed = {s.path for split in (features.train, features.val, features.test) for s in split.skipped}
 
     def rows(samples: list[Sample]) -> list:
-        return [[s.relpath, s.label, data.class_names[s.label]] for s in samples]
+        return [[s.relpath, s.label, data.class_names[s.label]] for s in samples if s.path not in failed]
 
     return {"train": rows(few_shot), "val": rows(data.splits["val"]), "test": rows(data.splits["test"])}
 
@@ -129,14 +144,22 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
             "fingerprint": data.fingerprint(),
             "shots": config.shots,
             "counts": {"train": len(features.train.relpaths), "val": len(features.val.relpaths), "test": len(features.test.relpaths)},
-            "skipped_files": len(data.skipped),
+            "skipped_files": len(_skipped(data, features)),
+            "skipped_list": SKIPPED_FILE,
         },
+        DECODING_KEY: config.decoding.to_manifest(),
         "seed": config.seed,
         "training": training,
         "metrics": metrics,
         "timings_s": timings,
         "versions": {"clipedge": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
     }
+
+
+def _skipped(data: LabelledImages, features: _Features) -> list[dict[str, str]]:
+    """skipped.json rows: files the scan refused, then files that failed to decode during feature extraction."""
+    decoded = [s for split in (features.train, features.val, features.test) for s in split.skipped]
+    return skipped_entries(data.skipped, "scan") + skipped_entries(decoded, "features")
 
 
 def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
@@ -148,7 +171,7 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    dataset = load_labelled_images(config.data, config.split, config.split_seed)
+    dataset = load_labelled_images(config.data, config.split, config.split_seed, config.decoding)
     few_shot = sample_few_shot(dataset.splits["train"], config.shots, config.seed, dataset.class_names)
     backbone = load_backbone(config.backbone, config.pretrained, device=device)
     timings["load"] = time.perf_counter() - started
@@ -158,9 +181,11 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
         mark = time.perf_counter()
         features = _Features(
             train=as_views(cached_features(backbone.spec, lambda: backbone, cache, "train", few_shot, augmentation.views,
-                                           config.seed, config.progress, augmentation.scale)),
-            val=cached_features(backbone.spec, lambda: backbone, cache, "val", dataset.splits["val"], 0, 0, config.progress),
-            test=cached_features(backbone.spec, lambda: backbone, cache, "test", dataset.splits["test"], 0, 0, config.progress),
+                                           config.seed, config.progress, augmentation.scale, config.decoding)),
+            val=cached_features(backbone.spec, lambda: backbone, cache, "val", dataset.splits["val"], 0, 0,
+                                config.progress, decoding=config.decoding),
+            test=cached_features(backbone.spec, lambda: backbone, cache, "test", dataset.splits["test"], 0, 0,
+                                 config.progress, decoding=config.decoding),
         )
         timings["features"] = time.perf_counter() - mark
 
@@ -179,7 +204,8 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
         metrics = _metrics(head, ZeroShotHead.fit(problem, TrainOptions()), features)
         timings["total"] = time.perf_counter() - started
         write_run_files(staging, _manifest(config, backbone, dataset, head, templates, features, train_options, metrics, timings), head)
-        (staging / SPLIT_FILE).write_text(json.dumps(_split_json(dataset, few_shot)) + "\n", encoding="utf-8")
+        (staging / SPLIT_FILE).write_text(json.dumps(_split_json(dataset, few_shot, features)) + "\n", encoding="utf-8")
+        write_skipped(staging, _skipped(dataset, features))
     return TrainResult(config.out, head.kind, config.shots, metrics, timings)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from clipedge.errors import ClipedgeError
-from clipedge.images import IMAGE_ERRORS, load_rgb
+from clipedge.images import DecodeOptions, UnreadableImage, load_rgb
 from clipedge.runtime.classifier import Classifier
 from clipedge.runtime.contract import INPUT_NAME
 from clipedge.runtime.preprocess import prepare_frame
@@ -34,14 +34,17 @@ THREADS_PARAMETER = "threads"
 pb_utils: Any = None
 
 
-def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str) -> np.ndarray:
-    """Encoded image bytes → uint8 [size, size, 3] RGB, the runtime's own resize; one-line error otherwise."""
+def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str,
+                 decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
+    """Encoded image bytes → uint8 [size, size, 3] RGB, decoded as the model's training decoded files (EXIF
+    orientation) and resized as the runtime does; one-line error otherwise."""
     if not data:
         raise ClipedgeError("images: empty bytes; expected a JPEG or PNG file's contents")
     try:
-        image = load_rgb(io.BytesIO(data))
-    except IMAGE_ERRORS as error:
-        raise ClipedgeError(f"images: {len(data)} bytes that are not a readable image ({type(error).__name__})") from None
+        image = load_rgb(io.BytesIO(data), decoding)
+    except UnreadableImage as error:
+        raise ClipedgeError(f"images: {len(data)} bytes that are not a readable image ({error.skipped.reason}: "
+                            f"{error.skipped.detail})") from None
     return prepare_frame(image, size, interpolation, resize_mode)
 
 
@@ -65,7 +68,7 @@ class TritonPythonModel:
         if not self.encoded:
             return images
         c = self.classifier
-        return np.stack([decode_image(bytes(row[0]), c.image_size, c.interpolation, c.resize_mode) for row in images])
+        return np.stack([decode_image(bytes(row[0]), c.image_size, c.interpolation, c.resize_mode, c.decoding) for row in images])
 
     def execute(self, requests: list) -> list:
         frames, served, responses = [], [], [None] * len(requests)
