@@ -25,6 +25,7 @@ from PIL import Image
 import clipedge
 from clipedge.cli import main
 from clipedge.images import DecodeOptions, UnreadableImage, check_image, load_rgb
+from clipedge.runtime.preprocess import prepare_frame
 
 from conftest import make_image, write_image_folder
 
@@ -67,6 +68,8 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
         "wrong_magic.jpg": (b"GIF89a" + bytes(40), "not-an-image"),
         "empty.png": (b"", "empty"),
         "bc7.dds": (dds_with_fourcc(b"ZZZ9"), "unsupported"),  # NotImplementedError in Pillow's DDS plugin
+        # a format Pillow identifies but cannot decode: it opens as a 0x0 image (the fast resize divided by zero)
+        "stub.bufr": (b"BUFR" + bytes(60), "unsupported"),
         "no_frames.png": (png_header(128, 64) + png_chunk(b"acTL", bytes(8)) + png_chunk(b"IEND", b""), "corrupt"),
         "huge.png": (png_header(100_000, 100_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
         "large.png": (png_header(12_000, 12_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
@@ -107,6 +110,8 @@ def test_each_failure_class_has_its_reason(tmp_path, name):
         load_rgb(path)
     assert raised.value.skipped.reason == reason and raised.value.skipped.path == path
     assert name in str(raised.value) and reason in str(raised.value)
+    with pytest.raises(UnreadableImage):  # the runtime's fast path (JPEG draft) reads the declared size first
+        prepare_frame(path, 32, quality="fast")
     found = check_image(path)
     if name == "truncated.jpg":  # JPEG headers carry no length: only decoding finds the missing half
         assert found is None
@@ -295,7 +300,7 @@ def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
     report = json.loads(result.stdout)
     assert [Path(p["path"]).name for p in report["predictions"]] == ["red.png"]
     assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
-    assert "skipped 8 file(s)" in result.stderr and "bc7.dds (unsupported)" in result.stderr
+    assert f"skipped {len(expected)} file(s)" in result.stderr and "bc7.dds (unsupported)" in result.stderr
     assert "decoder warnings" not in result.stderr  # a skipped file is reported by its reason alone
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ClipedgeError
 
@@ -252,9 +252,14 @@ def _pillow_allows(limit: int | None) -> Iterator[None]:
 
 
 def _open(source: Path | BinaryIO, path: Path, options: DecodeOptions) -> Image.Image:
-    """Open (header only) and refuse a declared size above the limit before any pixels are allocated."""
+    """Open (header only) and refuse a declared size above the limit before any pixels are allocated, and an
+    image of no pixels (Pillow's stub formats such as GRIB, BUFR and HDF5 open as 0x0 and have no decoder)."""
     with _pillow_allows(options.pixel_limit):
         image = Image.open(source)
+    if not image.width or not image.height:
+        image.close()
+        reason = "unsupported" if isinstance(image, ImageFile.StubImageFile) else "corrupt"
+        raise UnreadableImage(SkippedFile(path, reason, f"{image.format} declaring {image.width}x{image.height} pixels"))
     limit = options.pixel_limit
     if limit is not None and image.width * image.height > limit:
         image.close()
