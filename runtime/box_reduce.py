@@ -119,7 +119,7 @@ def _horizontal_sums(column_sums: np.ndarray, width: int, channels: int, factor:
         sums[:, :, :full] = starts
     if width % factor:
         rest = column_sums.reshape(block_rows, width, channels)[:, full * factor:]
-        sums[:, :, full] = rest.sum(axis=1, dtype=column_sums.dtype).T
+        np.sum(rest, axis=1, dtype=column_sums.dtype, out=sums[:, :, full].T)
     return sums
 
 
