@@ -16,6 +16,7 @@ constant matrices. The rules are torchvision's and open_clip's:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from clipedge.errors import ClipedgeError
@@ -81,3 +82,32 @@ def plan_frame(width: int, height: int, size: int, resize_mode: str = "shortest"
     new_width, new_height = resized_size(width, height, size, resize_mode)
     return FramePlan(AxisPlan(width, new_width, crop_start(new_width, size)),
                      AxisPlan(height, new_height, crop_start(new_height, size)), size)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Pillow's ``Image.resize(..., box, reducing_gap)`` split in two: the integer factors of its box reduction, the
+    source rectangle that reduction reads (the box plus the filter's reach, ``Image._get_safe_box``), and the box
+    left for the final resample in reduced coordinates."""
+
+    factor_x: int
+    factor_y: int
+    source: tuple[int, int, int, int]
+    box: tuple[float, float, float, float]
+
+
+def plan_reduction(width: int, height: int, box: tuple[float, float, float, float], size: tuple[int, int],
+                   interpolation: str, reducing_gap: float) -> Reduction | None:
+    """How Pillow resizes ``box`` of a ``width`` x ``height`` image to ``size`` with ``reducing_gap``; None where it
+    would not reduce first (a box under twice the gap times the size, or nearest-neighbour sampling)."""
+    factor_x = int((box[2] - box[0]) / size[0] / reducing_gap) or 1
+    factor_y = int((box[3] - box[1]) / size[1] / reducing_gap) or 1
+    if interpolation == "nearest" or (factor_x, factor_y) == (1, 1):
+        return None
+    support = FILTER_SUPPORT[interpolation] - 0.5
+    reach_x = support * (box[2] - box[0]) / size[0]
+    reach_y = support * (box[3] - box[1]) / size[1]
+    x0, y0 = max(0, int(box[0] - reach_x)), max(0, int(box[1] - reach_y))
+    x1, y1 = min(width, math.ceil(box[2] + reach_x)), min(height, math.ceil(box[3] + reach_y))
+    reduced_box = ((box[0] - x0) / factor_x, (box[1] - y0) / factor_y, (box[2] - x0) / factor_x, (box[3] - y0) / factor_y)
+    return Reduction(factor_x, factor_y, (x0, y0, x1, y1), reduced_box)

@@ -24,7 +24,8 @@ from PIL import Image
 from clipedge.errors import ClipedgeError
 from clipedge.images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb, to_rgb
 
-from .frame_geometry import FILTER_SUPPORT, AxisPlan, FramePlan, plan_frame
+from .box_reduce import box_reduce
+from .frame_geometry import FILTER_SUPPORT, AxisPlan, FramePlan, plan_frame, plan_reduction
 
 INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -79,26 +80,42 @@ def fast_resize_and_crop(image: Image.Image | np.ndarray, size: int, interpolati
     """The eval transform's geometry at a fraction of its cost: only the region that survives the crop is
     resampled (for a 16:9 frame and a centre crop, the central square: 56 % of the pixels), and PIL first
     shrinks it by an integer box average down to ``FAST_REDUCING_GAP`` times the target size before the
-    antialiased resample. A numpy frame is cut to that region (plus the filter's reach) before it becomes a
-    PIL image, so the rest is never copied. The result differs from the exact path by a few grey levels at
-    most (measured in BENCHMARKS.md); ``resize_quality="exact"`` keeps the exact path.
+    antialiased resample. A grey or RGB numpy frame is box-reduced in numpy straight from that region
+    (:mod:`.box_reduce`, Pillow's reduce value for value, each pixel read once) and only the reduced image
+    becomes a PIL image; other arrays are cut to the region (plus the filter's reach) first, so the rest is
+    never copied. The result differs from the exact path by a few grey levels at most (measured in
+    BENCHMARKS.md); ``resize_quality="exact"`` keeps the exact path.
     """
     width, height = (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
     resample = _resample(interpolation)
     plan = plan_frame(width, height, size, resize_mode)
     box, (rx0, ry0, rx1, ry1) = _surviving_box(plan)
-    if isinstance(image, np.ndarray):
-        reach = FILTER_SUPPORT[interpolation] * max(width / plan.x.resized, height / plan.y.resized) + 1
-        left, top = max(int(box[0] - reach), 0), max(int(box[1] - reach), 0)
-        right, bottom = min(int(box[2] + reach) + 1, width), min(int(box[3] + reach) + 1, height)
-        image = Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right]))
-        box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
-    resized = image.resize((rx1 - rx0, ry1 - ry0), resample, box=box, reducing_gap=FAST_REDUCING_GAP)
+    out_size = (rx1 - rx0, ry1 - ry0)
+    reduction = plan_reduction(width, height, box, out_size, interpolation, FAST_REDUCING_GAP) \
+        if isinstance(image, np.ndarray) and _reducible_in_numpy(image) else None
+    if reduction is not None:  # box-reduce straight from the array: the full-size region never becomes a PIL image
+        x0, y0, x1, y1 = reduction.source
+        resized = box_reduce(image[y0:y1, x0:x1], reduction.factor_x, reduction.factor_y)
+        resized = resized.resize(out_size, resample, box=reduction.box)
+    else:
+        if isinstance(image, np.ndarray):
+            reach = FILTER_SUPPORT[interpolation] * max(width / plan.x.resized, height / plan.y.resized) + 1
+            left, top = max(int(box[0] - reach), 0), max(int(box[1] - reach), 0)
+            right, bottom = min(int(box[2] + reach) + 1, width), min(int(box[3] + reach) + 1, height)
+            image = Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right]))
+            box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+        resized = image.resize(out_size, resample, box=box, reducing_gap=FAST_REDUCING_GAP)
     if resized.size == (size, size):
         return resized
     canvas = Image.new("RGB", (size, size))
     canvas.paste(resized, (rx0 - plan.x.start, ry0 - plan.y.start))
     return canvas
+
+
+def _reducible_in_numpy(frame: np.ndarray) -> bool:
+    """Grey or three-channel uint8 arrays; Pillow resamples four channels premultiplied by alpha, so those (and
+    other layouts) keep going through Pillow."""
+    return frame.dtype == np.uint8 and (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3))
 
 
 def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
