@@ -173,11 +173,14 @@ class JsonWriter(Writer):
                 f'"predictions": [\n{records}')
 
     def close(self, outcome: Outcome) -> None:
-        if self.started:
-            skipped = json.dumps([file.to_dict() for file in outcome.skipped])
-            self.out.write(f'\n], "skipped": {len(outcome.skipped)}, "skipped_files": {skipped}, '
-                           f'"interrupted": {json.dumps(outcome.interrupted)}}}\n')
-            self.out.flush()
+        """Closes the document; with no image classified it is still written (no predictions, every skipped file
+        with its reason), because a program reading it needs those reasons most of all."""
+        if not self.started:
+            self.write([])
+        skipped = json.dumps([file.to_dict() for file in outcome.skipped])
+        self.out.write(f'\n], "skipped": {len(outcome.skipped)}, "skipped_files": {skipped}, '
+                       f'"interrupted": {json.dumps(outcome.interrupted)}}}\n')
+        self.out.flush()
 
 
 class TableWriter(Writer):

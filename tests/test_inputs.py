@@ -304,6 +304,20 @@ def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
     assert "decoder warnings" not in result.stderr  # a skipped file is reported by its reason alone
 
 
+def test_predict_json_lists_the_reasons_when_no_file_decodes(tmp_path):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    expected = add_bad_files(folder)
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+    result = CliRunner().invoke(main, ["predict", str(model), str(folder), "--json"])
+    assert result.exit_code == 2 and "no readable images" in result.stderr and "Traceback" not in result.output
+    report = json.loads(result.stdout)  # still one complete document, for the program reading it
+    assert report["predictions"] == [] and report["skipped"] == len(expected)
+    assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
+
+
 # --- EXIF orientation ---------------------------------------------------------------------------------------------
 
 #: how to store an upright picture so that a viewer applying EXIF ``orientation`` shows it upright again
