@@ -8,6 +8,7 @@ a GPU provider fails to initialise.
 from __future__ import annotations
 
 import logging
+import importlib.metadata
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +62,36 @@ def _provider_name(provider: Provider) -> str:
     return provider if isinstance(provider, str) else provider[0]
 
 
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def shadowed_gpu_build(available: list[str]) -> str:
+    """Why the GPU providers are missing when onnxruntime-gpu is installed, or "": pip installs onnxruntime and
+    onnxruntime-gpu side by side although both ship the one ``onnxruntime`` module, and the CPU wheel installed
+    after the GPU one (``pip install 'clipedge[gpu]'`` does that) leaves only the CPU provider."""
+    if "CUDAExecutionProvider" in available or not (_installed("onnxruntime-gpu") and _installed("onnxruntime")):
+        return ""
+    return ("onnxruntime and onnxruntime-gpu are both installed and share one module, the CPU build's here: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+
+
 def choose_providers(available: list[str], requested: list[Provider] | None) -> list[Provider]:
     """The caller's providers (names, or (name, options) pairs; each must be installed), else the preferred
     ones that are installed."""
+    shadowed = shadowed_gpu_build(available)
     if requested:
         missing = [_provider_name(p) for p in requested if _provider_name(p) not in available]
         if missing:
-            raise ClipedgeError(f"provider {missing[0]}: not available here (available: {', '.join(available)})")
+            raise ClipedgeError(f"provider {missing[0]}: not available here (available: {', '.join(available)})"
+                                + (f"; {shadowed}" if shadowed else ""))
         return list(requested)
+    if shadowed:
+        log.warning("running on the CPU: %s", shadowed)
     return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
 
 
