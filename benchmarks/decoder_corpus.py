@@ -32,7 +32,7 @@ from pathlib import Path
 import PIL
 from tqdm import tqdm
 
-from clipedge.images import DECODER_MESSAGES, UnreadableImage, check_image, load_rgb
+from clipedge.images import UnreadableImage, capturing_decoder_messages, check_image, load_rgb
 from clipedge.tables import format_table
 
 #: the classes the corpus is dealt into: arbitrary labels (they carry no signal), enough of them for calibrate's
@@ -116,9 +116,10 @@ def main() -> None:
         sys.exit(f"corpus {args.corpus}: no such folder")
     files = sorted(path for path in args.corpus.rglob("*") if path.is_file())
     started = time.perf_counter()
-    outcomes, crashes = decode_all(files)
+    with capturing_decoder_messages() as decoder_messages:  # as a command does
+        outcomes, crashes = decode_all(files)
+        warned = len(decoder_messages.files())
     decode_seconds = time.perf_counter() - started
-    warned = len(DECODER_MESSAGES.files())
     class_folders(files, args.corpus, args.work / "data")
     commands = user_commands(args.corpus, args.work)
     predict = next((c for c in commands if c["command"].startswith("clipedge predict") and c["exit"] == 0), None)

@@ -16,9 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import load_rgb
 from clipedge.runtime import Classifier
 
 
@@ -38,7 +38,8 @@ def corners(bbox: list[float], width: int, height: int) -> list[float]:
 
 
 def classify(classifier: Classifier, image: Path, detections: list[dict]) -> list[dict]:
-    frame = np.asarray(Image.open(image).convert("RGB"))
+    # decoded as the model's training decoded its files (EXIF orientation, pixel limit), or skipped with a reason
+    frame = np.asarray(load_rgb(image, classifier.decoding))
     height, width = frame.shape[:2]
     boxes = [corners(d["bbox"], width, height) for d in detections]
     predictions = classifier(frame, boxes=boxes)  # every region of this frame in one model call

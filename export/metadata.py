@@ -15,6 +15,7 @@ from clipedge.images import DecodeOptions
 from clipedge.runtime.contract import (
     EXIF_TRANSPOSE_KEY,
     INPUT_NAME,
+    MAX_IMAGE_PIXELS_KEY,
     FrameInput,
     encode_metadata,
     frame_input_spec,
@@ -33,7 +34,7 @@ def calibration_of(run: Run) -> dict[str, Any]:
 
 def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int | None, opset: int,
                    frame: FrameInput | None = None) -> dict[str, Any]:
-    spec = run.backbone_spec
+    spec, decoding = run.backbone_spec, DecodeOptions.from_manifest(run.manifest)
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSIONS["onnx_metadata"],
         "class_names": run.class_names,
@@ -44,7 +45,7 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
         "outputs": output_names(embeddings),
         "interpolation": spec.interpolation,
         "resize_mode": spec.resize_mode,
-        EXIF_TRANSPOSE_KEY: DecodeOptions.from_manifest(run.manifest).exif_transpose,
+        EXIF_TRANSPOSE_KEY: decoding.exif_transpose,
         "backbone": spec.name,
         "pretrained": spec.pretrained,
         "method": run.method,
@@ -53,6 +54,8 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
         "precision": precision,
         "opset": str(opset),
     }
+    if decoding.pixel_limit is not None:
+        metadata[MAX_IMAGE_PIXELS_KEY] = decoding.pixel_limit
     calibration = calibration_of(run)
     if "temperature" in calibration:
         metadata["temperature"] = str(calibration["temperature"])

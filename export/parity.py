@@ -21,7 +21,7 @@ import torch
 from clipedge.backbone import Backbone
 from clipedge.errors import ClipedgeError
 from clipedge.images import UnreadableImage, load_rgb
-from clipedge.run_dir import Run, record_skipped
+from clipedge.run_dir import Run, read_skipped, record_skipped
 from clipedge.run_features import run_data, run_decoding
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -149,8 +149,9 @@ def decoded_images(run: Run, paths: list[Path]) -> dict[Path, Image.Image]:
     """The images at ``paths`` decoded as the run's training decoded them (EXIF orientation, size limit), by
     path; one that fails is recorded in the run's skipped.json, and the gate goes on with the rest."""
     decoding, images, unreadable = run_decoding(run), {}, {}
+    recorded = {Path(entry["path"]) for entry in read_skipped(run.path)}  # by an earlier step, or gate, of this run
     for path in paths:
-        if path in unreadable or path in images:
+        if path in recorded or path in unreadable or path in images:
             continue
         try:
             images[path] = load_rgb(path, decoding)
@@ -202,6 +203,8 @@ def tolerance(precision: str, temperature: float | None = None,
 def compare(exported: np.ndarray, reference: ParityReference, precision: str, temperature: float | None = None,
             min_agreement: float | None = None) -> ParityResult:
     """Top-1 agreement and max |Δprob| of ``exported`` against both references, with the precision's tolerance."""
+    if len(exported) != len(reference.fused):  # a file decoded for one side and not the other: never broadcast
+        raise ClipedgeError(f"parity: {len(exported)} exported answers for {len(reference.fused)} reference images")
     minimum, maximum = tolerance(precision, temperature, min_agreement)
 
     def agreement(other: np.ndarray) -> float:

@@ -29,6 +29,7 @@ from .contract import (
     confidence,
     exif_transpose_of,
     frame_input_of,
+    max_image_pixels_of,
     missing_contract_keys,
     not_an_export,
     read_labels,
@@ -83,7 +84,8 @@ class Classifier:
     one frame in one batch (runtime.boxes). Image files are turned upright by
     their EXIF orientation when the model's training did (its metadata says;
     ``exif_transpose`` overrides) and refused above ``max_image_pixels``
-    (default: Pillow's limit); arrays and PIL images are used as they are.
+    (default: the limit the training used, recorded in the metadata, else
+    Pillow's); arrays and PIL images are used as they are.
 
     ``labels`` (a list, or a text file with one name per line) names the classes
     of a model that is not a clipedge export; such a model is accepted only with
@@ -117,7 +119,7 @@ class Classifier:
             raise ClipedgeError(f"model {self.path}: rejection_score {self.rejection_score!r} is not one of {REJECTION_SCORES}")
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.decoding = DecodeOptions(exif_transpose_of(self.metadata) if exif_transpose is None else exif_transpose,
-                                      max_image_pixels)
+                                      max_image_pixels_of(self.metadata) if max_image_pixels is None else max_image_pixels)
         self._lock = threading.Lock()
 
     @property

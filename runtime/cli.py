@@ -108,7 +108,8 @@ def _as_table(results: list[tuple[Path, Prediction]], top_k: int) -> str:
 @click.option("--no-exif-transpose", "exif_transpose", is_flag=True, flag_value=False, default=None,
               help="Use pixels as stored, ignoring the EXIF orientation (default: as the model's training did).")
 @click.option("--max-image-pixels", type=click.IntRange(min=1),
-              help="Skip files declaring more pixels than this (default: Pillow's limit, about 89 million).")
+              help="Skip files declaring more pixels than this (default: the model's training limit, else Pillow's, "
+                   "about 89 million).")
 def predict_command(model: str, images: tuple[Path, ...], top_k: int, batch_size: int, providers: tuple[str, ...],
                     labels: Path | None, as_json: bool, as_csv: bool, boxes_file: Path | None,
                     exif_transpose: bool | None, max_image_pixels: int | None) -> None:

@@ -47,6 +47,9 @@ LABELS_FILE = "labels.txt"
 #: metadata key: whether image files are turned upright by their EXIF orientation before preprocessing, as the
 #: run's training did ("true"/"false"; absent in models exported before clipedge applied it, which did not)
 EXIF_TRANSPOSE_KEY = "exif_transpose"
+#: metadata key: the declared-pixel limit above which the run's training skipped files (``--max-image-pixels``);
+#: the runtime applies the same limit to files, so a photo training accepted is accepted at run time
+MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
 
 
 def output_names(embeddings: bool) -> list[str]:
@@ -78,6 +81,12 @@ class ModelContract:
 def exif_transpose_of(metadata: dict[str, str]) -> bool:
     """Whether a model's image files get their EXIF orientation applied (see EXIF_TRANSPOSE_KEY)."""
     return metadata.get(EXIF_TRANSPOSE_KEY, "false").strip().lower() == "true"
+
+
+def max_image_pixels_of(metadata: dict[str, str]) -> int | None:
+    """The pixel limit the model's training decoded files with (MAX_IMAGE_PIXELS_KEY), None where not recorded."""
+    value = metadata.get(MAX_IMAGE_PIXELS_KEY, "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def missing_contract_keys(metadata: dict[str, str]) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from clipedge.errors import ClipedgeError
+from clipedge.images import DecodeOptions, check_image, load_rgb
 
 from .contract import FrameInput, parse_frame
 from .nv12 import rgb_to_nv12
@@ -33,15 +34,16 @@ def camera_scene(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(scene + noise, 0, 255).astype(np.uint8)
 
 
-def check_jpeg(path: Path, frame: FrameInput) -> Path:
-    """A user's ``--jpeg FILE``: an RGB (YCbCr) JPEG of the ``--frame`` size, as a camera writes it."""
-    try:
-        with Image.open(path) as image:
-            kind, mode, size = image.format, image.mode, image.size
-    except FileNotFoundError:
-        raise ClipedgeError(f"--jpeg {path}: no such file") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ClipedgeError(f"--jpeg {path}: not a readable image ({type(error).__name__})") from None
+def check_jpeg(path: Path, frame: FrameInput, decoding: DecodeOptions = DecodeOptions()) -> Path:
+    """A user's ``--jpeg FILE``: an RGB (YCbCr) JPEG of the ``--frame`` size, as a camera writes it, checked through
+    the decoding policy the timed pipeline uses (its size after EXIF orientation, when the model applies it)."""
+    problem = check_image(path, decoding)
+    if problem is not None:
+        detail = f": {problem.detail}" if problem.detail else ""
+        raise ClipedgeError(f"--jpeg {path}: not a readable image ({problem.reason}{detail})")
+    with Image.open(path) as image:  # the header again, for its format and mode: check_image has vetted it
+        kind, mode = image.format, image.mode
+    size = load_rgb(path, decoding).size
     if kind != "JPEG":
         raise ClipedgeError(f"--jpeg {path}: a {kind} file; expected a JPEG")
     if mode != "RGB":
@@ -61,7 +63,7 @@ def frame_pipeline(classifier: Any, frame_size: str, batch: int, jpeg: str | Non
         if model_frame is not None and model_frame.pixel_format == "nv12":
             raise ClipedgeError("--jpeg: this model takes NV12 planes, which no JPEG decodes to")
         if jpeg:
-            path = check_jpeg(Path(jpeg), frame)
+            path = check_jpeg(Path(jpeg), frame, classifier.decoding)
         else:
             path = workdir / f"frame-{frame.width}x{frame.height}.jpg"
             Image.fromarray(camera_scene(frame.width, frame.height)).save(path, quality=JPEG_QUALITY)

@@ -298,6 +298,12 @@ def test_bench_frame_bad_input(exports, tmp_path):
     Image.new("L", (64, 48), 128).save(grey)
     fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", cmyk], "decodes to CMYK, expected a colour")
     fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", grey], "decodes to L, expected a colour")
+    from test_inputs import bad_files
+
+    for name, (content, reason) in bad_files().items():  # every decoder failure class: one line, no traceback
+        (tmp_path / name).write_bytes(content)
+        fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", tmp_path / name], f"not a readable image ({reason}")
+    fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", tmp_path / "nowhere.jpg"], "(missing")
     fails_cleanly(["bench", exports["rgb"], "--frame", "1280x720", "--iters", "1", "--warmup", "0"],
                   "takes 1920x1080 rgb frames")
 

@@ -9,7 +9,9 @@ installed Pillow).
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import json
 import struct
 import subprocess
@@ -28,6 +30,7 @@ from clipedge.images import DecodeOptions, UnreadableImage, check_image, load_rg
 from clipedge.runtime.preprocess import prepare_frame
 
 from conftest import make_image, write_image_folder
+from test_schemas import validate
 
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--views", "1", "--epochs", "1"]
 EXIF_ORIENTATION = 0x0112
@@ -210,7 +213,74 @@ def test_libtiff_warnings_are_captured_per_file_and_summarised(tmp_path, capfd):
     assert "Fax4Decode" not in capfd.readouterr().err
 
 
+def test_outside_a_command_decoding_leaves_the_process_alone(tmp_path, capfd):
+    """A library user (a Classifier in a camera loop, a served model): fd 2 is not redirected, so another thread's
+    output is never taken for a decoder's, decodes do not take turns, and nothing accumulates."""
+    import threading
+
+    from clipedge.images import DECODER_MESSAGES
+
+    fax = damaged_fax_tiff(tmp_path / "fax.tif")
+    other_thread = threading.Thread(target=lambda: print("heartbeat", file=sys.stderr, flush=True))
+    for _ in range(3):
+        load_rgb(fax)
+    other_thread.start()
+    other_thread.join()
+    assert DECODER_MESSAGES.files() == {}
+    assert "heartbeat" in capfd.readouterr().err
+
+
+def test_no_stderr_sink_means_no_capture_and_no_leak(tmp_path, monkeypatch):
+    from clipedge import images
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    good = tmp_path / "good.png"
+    make_image((10, 20, 30), np.random.default_rng(0)).save(good)
+    monkeypatch.setattr(images._SINK, "pid", -1)  # the sink is (re)made on next use
+    monkeypatch.setattr(images.tempfile, "mkstemp", no_space)
+    before = len(os.listdir("/proc/self/fd"))
+    with images.capturing_decoder_messages():
+        for _ in range(4):
+            assert load_rgb(good).size == (40, 40) and check_image(good) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_errors_about_the_machine_are_not_blamed_on_the_file(tmp_path, monkeypatch):
+    good = tmp_path / "good.png"
+    make_image((10, 20, 30), np.random.default_rng(0)).save(good)
+
+    def too_many_open_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(Image, "open", too_many_open_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        load_rgb(good)
+    with pytest.raises(OSError, match="Too many open files"):
+        check_image(good)
+
+
 # --- a whole run --------------------------------------------------------------------------------------------------
+
+
+def test_methods_without_augmentation_leave_failed_files_out_of_the_split(tmp_path):
+    """zero-shot (like linear-probe's official recipe) encodes training images with the eval transform: a file
+    that fails there is recorded and left out of split.json as with augmented views."""
+    data = write_image_folder(tmp_path / "data", per_class=6)
+    broken = bad_files()["truncated.jpg"][0]  # passes the scan's header check, fails to decode
+    classes = sorted(folder for folder in data.iterdir() if folder.is_dir())
+    for folder in classes:
+        (folder / "broken.jpg").write_bytes(broken)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--method", "zero-shot",
+                                       "--backbone", "test-tiny-vit", "--pretrained", "none"])
+    assert result.exit_code == 0, result.output
+    listed = {Path(row[0]).name for rows in json.loads((tmp_path / "run" / "split.json").read_text()).values()
+              for row in rows}
+    assert "broken.jpg" not in listed
+    entries = json.loads((tmp_path / "run" / "skipped.json").read_text())["files"]
+    assert sorted(Path(e["path"]).parent.name for e in entries) == [folder.name for folder in classes]
+    assert {e["reason"] for e in entries} == {"truncated"}
 
 
 def skipped_reasons(run: Path) -> dict[str, str]:
@@ -280,6 +350,8 @@ def test_eval_on_a_folder_and_int8_calibration_folder_skip_with_reasons(run_with
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
+    validate(report, "eval")
+    validate(json.loads((run / "clipedge.json").read_text()), "manifest")
     from clipedge.calibration.int8_images import calibration_images
 
     images = calibration_images(clipedge.load_run(run), data, count=100)
@@ -298,10 +370,24 @@ def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
     result = CliRunner().invoke(main, ["predict", str(model), str(folder), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    validate(report, "predict")
     assert [Path(p["path"]).name for p in report["predictions"]] == ["red.png"]
     assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
     assert f"skipped {len(expected)} file(s)" in result.stderr and "bc7.dds (unsupported)" in result.stderr
     assert "decoder warnings" not in result.stderr  # a skipped file is reported by its reason alone
+
+
+def test_the_runtime_applies_the_pixel_limit_its_training_recorded(tmp_path):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    from clipedge.runtime import Classifier
+
+    path = tmp_path / "photo.png"
+    make_image((200, 30, 30), np.random.default_rng(1), size=64).save(path)  # 4,096 pixels
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata(max_image_pixels="4000"))
+    with pytest.raises(UnreadableImage, match="too-large"):
+        Classifier(model)(path)
+    assert Classifier(model, max_image_pixels=5000)(path).label  # an explicit limit overrides the recorded one
 
 
 def test_predict_json_lists_the_reasons_when_no_file_decodes(tmp_path):
@@ -416,13 +502,16 @@ def test_exif_choice_travels_from_training_to_the_model(orientation_model, tmp_p
     assert read_contract(classifier.metadata, model).exif_transpose
     assert not Classifier(model, exif_transpose=False).decoding.exif_transpose
     off = tmp_path / "off"
+    assert classifier.decoding.pixel_limit == Image.MAX_IMAGE_PIXELS  # the limit training used, recorded
     result = CliRunner().invoke(main, ["train", str(root / "data"), "--out", str(off), "--method", "zero-shot",
-                                       "--no-exif-transpose"])
+                                       "--no-exif-transpose", "--max-image-pixels", "150000000"])
     assert result.exit_code == 0, result.output
-    assert json.loads((off / "clipedge.json").read_text())["decoding"]["exif_transpose"] is False
+    assert json.loads((off / "clipedge.json").read_text())["decoding"] == {"exif_transpose": False,
+                                                                          "max_image_pixels": 150_000_000}
     from clipedge.export.metadata import model_metadata
 
-    assert model_metadata(clipedge.load_run(off), "fp32", False, None, 18)["exif_transpose"] is False
+    metadata = model_metadata(clipedge.load_run(off), "fp32", False, None, 18)
+    assert metadata["exif_transpose"] is False and metadata["max_image_pixels"] == 150_000_000
 
 
 def test_camera_frames_are_never_transposed(orientation_model):

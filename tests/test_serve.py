@@ -196,7 +196,8 @@ def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(server, model
     client.close()
     assert probs.shape == (2, 3)
     local = Classifier(model)  # decoded and resized on the server exactly as the runtime does for the file
-    frames, _ = prepare_files([images[0]], local.image_size, local.interpolation, local.resize_mode)
+    frames, _ = prepare_files([images[0]], local.image_size, local.interpolation, local.resize_mode,
+                              quality=local.resize_quality, decoding=local.decoding)
     assert np.abs(probs[0] - local.infer(frames)["probs"][0]).max() <= 1e-5
 
 

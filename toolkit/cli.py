@@ -25,17 +25,17 @@ class ClipedgeGroup(click.Group):
     image decoders said while the command ran is summarised in one line (listed with --verbose)."""
 
     def invoke(self, ctx: click.Context):
-        from .images import DECODER_MESSAGES
+        from .images import capturing_decoder_messages
 
-        DECODER_MESSAGES.clear()
-        try:
-            return super().invoke(ctx)
-        except ClipedgeError as error:
-            click.echo(f"Error: {error}", err=True)
-            sys.exit(2)
-        finally:
-            for line in DECODER_MESSAGES.summary(verbose=bool(ctx.params.get("verbose"))):
-                click.echo(line, err=True)
+        with capturing_decoder_messages() as decoder_messages:
+            try:
+                return super().invoke(ctx)
+            except ClipedgeError as error:
+                click.echo(f"Error: {error}", err=True)
+                sys.exit(2)
+            finally:
+                for line in decoder_messages.summary(verbose=bool(ctx.params.get("verbose"))):
+                    click.echo(line, err=True)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -128,11 +128,13 @@ def _report_skipped(root: Path, skipped: list[SkippedFile]) -> None:
         log.warning("skipped %d unreadable file(s) under %s: %s", len(skipped), root, shown)
 
 
-def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = DecodeOptions()) -> LabelledImages:
+def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = DecodeOptions(),
+                    known_unreadable: frozenset[Path] = frozenset()) -> LabelledImages:
     """Read a CoOp split JSON: ``{"train"|"val"|"test": [[relative path, label, class name], ...]}``.
 
     Class names become prompt-ready (``_`` → space). A file whose splits share an image, or that names one
     label two ways, is refused: either would make the reported accuracy mean something else than it says.
+    ``known_unreadable`` (a run's skipped.json) are left out without being opened again.
     """
     root, split_file = Path(root), Path(split_file)
     if not root.is_dir():
@@ -157,6 +159,8 @@ def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = Deco
             _check_label_name(split_file, names, label, str(name), split)
             path = (root / relpath).resolve()
             _check_disjoint(split_file, listed_in, path, relpath, split)
+            if path in known_unreadable:
+                continue
             problem = check_image(path, decoding)
             if problem is None:
                 splits[split].append(Sample(path, str(relpath), label))

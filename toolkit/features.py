@@ -48,7 +48,7 @@ def as_views(features: FeatureSet) -> FeatureSet:
     """Training features as [V, N, D]: eval-transform features ([N, D]) become one view."""
     if features.features.dim() == 3:
         return features
-    return FeatureSet(features.features.unsqueeze(0), features.labels, features.relpaths)
+    return FeatureSet(features.features.unsqueeze(0), features.labels, features.relpaths, features.skipped)
 
 
 def augment_transform(spec: BackboneSpec, scale: tuple[float, float] = AUGMENT_SCALE) -> Callable:

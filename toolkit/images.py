@@ -7,7 +7,8 @@ Whatever a decoder raises about a file (Pillow's plugins raise far more than
 ``OSError``: ``NotImplementedError``, ``IndexError``, ``SyntaxError``,
 ``struct.error``, ``EOFError``, ...) becomes :class:`UnreadableImage`, so
 callers catch one type; errors that are not about the file (``MemoryError``,
-``KeyboardInterrupt``, bugs) still propagate.
+``KeyboardInterrupt``, too many open files, an I/O error of the disk, bugs)
+still propagate.
 
 Decoding also:
 
@@ -16,15 +17,18 @@ Decoding also:
 - refuses a file whose declared size exceeds ``max_pixels`` from its header,
   before any pixel buffer is allocated;
 - uses the first frame of animations and multi-page files;
-- captures what C decoders (libtiff, libjpeg) print on file descriptor 2 and
-  the library's Python warnings, per file, into :data:`DECODER_MESSAGES`, so
-  a command can summarise them instead of dumping them on the terminal.
+- inside a CLI command (:func:`capturing_decoder_messages`), captures what C
+  decoders (libtiff, libjpeg) print on file descriptor 2 and the library's
+  Python warnings, per file, into :data:`DECODER_MESSAGES`, so the command
+  can summarise them instead of dumping them on the terminal.
 
 Torch-free: the runtime decodes through this module too.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import struct
 import sys
@@ -40,6 +44,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ClipedgeError
+
+log = logging.getLogger(__name__)
 
 #: What Pillow's decoders raise for files that are not (complete, supported) images, found by decoding
 #: crafted files and Pillow's own corpus of fuzzer findings. UnidentifiedImageError is an OSError.
@@ -114,6 +120,14 @@ def reason_of(error: BaseException, path: Path) -> str:
     return "corrupt"
 
 
+#: OSErrors about the machine, not the file: skipping (and recording) the file for them would lose a good image
+ENVIRONMENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO})
+
+
+def _about_the_machine(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS
+
+
 def _unreadable(error: BaseException, path: Path) -> UnreadableImage:
     detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
     return UnreadableImage(SkippedFile(path, reason_of(error, path), detail))
@@ -139,13 +153,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 class DecoderMessages:
-    """What decoders said about each file (C libraries on stderr, Pillow's warnings), for one summary line."""
+    """What decoders said about each file (C libraries on stderr, Pillow's warnings), for one summary line.
+
+    Recording happens only inside :func:`capturing_decoder_messages` (a CLI command), so a long-lived library user
+    (a Classifier in a camera loop, a served model) accumulates nothing.
+    """
 
     def __init__(self) -> None:
         self._by_file: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.capturing = False
 
     def record(self, path: Path, text: str) -> None:
+        if not self.capturing:
+            log.debug("%s: %s", path, text)
+            return
         with self._lock:
             self._by_file[str(path)] = (self._by_file.get(str(path), "") + "\n" + text).strip()
 
@@ -171,8 +193,28 @@ class DecoderMessages:
 
 
 DECODER_MESSAGES = DecoderMessages()
-#: file descriptor 2 is one per process: decodes that redirect it take turns
+#: file descriptor 2 is one per process: decodes that redirect it take turns (only while capturing)
 _DECODE_LOCK = threading.RLock()
+#: Image.MAX_IMAGE_PIXELS is one per process: an open that raises it for itself holds this
+_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def capturing_decoder_messages() -> Iterator[DecoderMessages]:
+    """For one CLI command: inside the block, what decoders print on file descriptor 2 and Pillow's warnings are
+    captured per file into :data:`DECODER_MESSAGES` for the command's one summary line (empty before and after).
+
+    Only a command turns this on, because capturing redirects the process's fd 2 and its warnings filter: a
+    library must not do that to its host (another thread's output during a decode would be taken for the
+    decoder's), and decodes take turns while it is on. A command decodes in one thread, so neither matters there.
+    """
+    DECODER_MESSAGES.clear()
+    DECODER_MESSAGES.capturing = True
+    try:
+        yield DECODER_MESSAGES
+    finally:
+        DECODER_MESSAGES.capturing = False
+        DECODER_MESSAGES.clear()
 
 
 class _Sink:
@@ -210,12 +252,13 @@ def _stderr_captured() -> Iterator[list[str]]:
     """Redirect file descriptor 2 into the sink for the block; yields a list that then holds what arrived."""
     captured: list[str] = []
     try:
+        sink = _SINK.fileno()  # first: if no sink can be made, nothing has been duplicated yet
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no stderr to redirect (a daemon): nothing to capture
+    except (OSError, ValueError, AttributeError):  # no sink (a full /tmp) or no stderr (a daemon): no capture
         yield captured
         return
-    os.dup2(_SINK.fileno(), 2)
+    os.dup2(sink, 2)
     try:
         yield captured
     finally:
@@ -226,8 +269,12 @@ def _stderr_captured() -> Iterator[list[str]]:
 
 @contextmanager
 def _quiet_decoding(path: Path) -> Iterator[None]:
-    """C-library stderr output and Python warnings while decoding ``path`` go to :data:`DECODER_MESSAGES`, when
-    the file decodes (a skipped file is reported with its reason instead)."""
+    """While a command captures (:func:`capturing_decoder_messages`), C-library stderr output and Python warnings
+    while decoding ``path`` go to :data:`DECODER_MESSAGES` (a skipped file is reported with its reason instead);
+    otherwise they go where they always go."""
+    if not DECODER_MESSAGES.capturing:
+        yield
+        return
     with _DECODE_LOCK, _stderr_captured() as stderr, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
@@ -239,16 +286,18 @@ def _quiet_decoding(path: Path) -> Iterator[None]:
 @contextmanager
 def _pillow_allows(limit: int | None) -> Iterator[None]:
     """Pillow refuses above twice its own MAX_IMAGE_PIXELS while opening; a larger chosen limit is honoured
-    for this one open (callers hold _DECODE_LOCK), and Pillow's value restored."""
-    saved = Image.MAX_IMAGE_PIXELS
-    if limit is None or saved is None or limit <= saved:
-        yield
-        return
-    Image.MAX_IMAGE_PIXELS = limit
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+    for this one open, and Pillow's value restored. Every open here holds the lock (reading a header is quick), so
+    no other decode through this module sees the raised value."""
+    with _LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        if limit is None or saved is None or limit <= saved:
+            yield
+            return
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _open(source: Path | BinaryIO, path: Path, options: DecodeOptions) -> Image.Image:
@@ -296,6 +345,8 @@ def load_rgb(source: str | Path | BinaryIO, options: DecodeOptions = DecodeOptio
                 image.load()
                 return to_rgb(_oriented(image, path) if options.exif_transpose else image)
         except IMAGE_ERRORS as error:
+            if _about_the_machine(error):
+                raise
             raise _unreadable(error, path) from None
 
 
@@ -312,4 +363,6 @@ def check_image(path: str | Path, options: DecodeOptions = DecodeOptions()) -> S
     except UnreadableImage as error:
         return error.skipped
     except IMAGE_ERRORS as error:
+        if _about_the_machine(error):
+            raise
         return _unreadable(error, path).skipped

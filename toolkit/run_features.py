@@ -28,12 +28,10 @@ def run_decoding(run: Run) -> DecodeOptions:
 def run_data(run: Run) -> LabelledImages:
     """The run's own split (RUN/split.json), resolved against the data root it was trained on, without the files
     any step recorded as undecodable (RUN/skipped.json)."""
-    data = read_split_file(Path(run.manifest["data"]["root"]), run.path / SPLIT_FILE, run_decoding(run))
+    failed = frozenset(Path(entry["path"]) for entry in read_skipped(run.path))
+    data = read_split_file(Path(run.manifest["data"]["root"]), run.path / SPLIT_FILE, run_decoding(run), failed)
     if data.skipped:
         record_skipped(run.path, data.skipped, "split")
-    failed = {Path(entry["path"]) for entry in read_skipped(run.path)}
-    if failed:
-        data.splits = {name: [s for s in samples if s.path not in failed] for name, samples in data.splits.items()}
     return data
 
 

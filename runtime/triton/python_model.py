@@ -35,7 +35,7 @@ pb_utils: Any = None
 
 
 def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str,
-                 decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
+                 decoding: DecodeOptions = DecodeOptions(), quality: str = "fast") -> np.ndarray:
     """Encoded image bytes → uint8 [size, size, 3] RGB, decoded as the model's training decoded files (EXIF
     orientation) and resized as the runtime does; one-line error otherwise."""
     if not data:
@@ -45,7 +45,7 @@ def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str,
     except UnreadableImage as error:
         raise ClipedgeError(f"images: {len(data)} bytes that are not a readable image ({error.skipped.reason}: "
                             f"{error.skipped.detail})") from None
-    return prepare_frame(image, size, interpolation, resize_mode)
+    return prepare_frame(image, size, interpolation, resize_mode, quality=quality)
 
 
 class TritonPythonModel:
@@ -68,7 +68,8 @@ class TritonPythonModel:
         if not self.encoded:
             return images
         c = self.classifier
-        return np.stack([decode_image(bytes(row[0]), c.image_size, c.interpolation, c.resize_mode, c.decoding) for row in images])
+        return np.stack([decode_image(bytes(row[0]), c.image_size, c.interpolation, c.resize_mode, c.decoding,
+                                      c.resize_quality) for row in images])
 
     def execute(self, requests: list) -> list:
         frames, served, responses = [], [], [None] * len(requests)
