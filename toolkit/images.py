@@ -195,7 +195,8 @@ class DecoderMessages:
 DECODER_MESSAGES = DecoderMessages()
 #: file descriptor 2 is one per process: decodes that redirect it take turns (only while capturing)
 _DECODE_LOCK = threading.RLock()
-#: Image.MAX_IMAGE_PIXELS is one per process: an open that raises it for itself holds this
+#: Image.MAX_IMAGE_PIXELS is one per process: every open here holds this, so a limit one open raises for itself
+#: is never seen by another
 _LIMIT_LOCK = threading.Lock()
 
 
