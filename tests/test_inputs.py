@@ -122,6 +122,26 @@ def test_each_failure_class_has_its_reason(tmp_path, name):
         assert found is not None and found.reason == reason
 
 
+def test_a_file_is_identified_the_same_whatever_was_opened_before(tmp_path):
+    """Pillow 13 registers the plugin of a file's extension first; after a .tga, TGA's lenient header check
+    claimed an .ico whose first entry's byte count happens to read as a TGA depth (this one: 90,275 bytes, third
+    byte 1), and the icon then failed to load. Each process below starts clean."""
+    icon = Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 150, 4), dtype=np.uint8), "RGBA")
+    png = encoded(icon, "PNG")
+    assert len(png) >> 16 == 1  # the case: TGA reads byte 16 of the file as its pixel depth
+    ico = tmp_path / "icon.ico"
+    ico.write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 150, 150, 0, 0, 1, 32, len(png), 22) + png)
+    icon.convert("RGB").save(tmp_path / "first.tga")
+    opens = f"from PIL import Image; Image.open({str(tmp_path / 'first.tga')!r}).load()"
+    plain = subprocess.run([sys.executable, "-c", f"{opens}; print(Image.open({str(ico)!r}).format)"],
+                           capture_output=True, text=True, check=True)
+    assert plain.stdout.strip() == "TGA"  # the test can tell: Pillow alone misidentifies it
+    ours = subprocess.run([sys.executable, "-c", f"{opens}; from clipedge.images import load_rgb; "
+                                                 f"print(load_rgb({str(ico)!r}).size)"],
+                          capture_output=True, text=True, check=True)
+    assert ours.stdout.strip() == "(150, 150)"
+
+
 def test_errors_not_about_the_file_propagate(tmp_path, monkeypatch):
     good = tmp_path / "good.png"
     make_image((10, 20, 30), np.random.default_rng(0)).save(good)

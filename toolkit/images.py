@@ -37,6 +37,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -301,11 +302,38 @@ def _pillow_allows(limit: int | None) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+#: the plugins Pillow registers first when it opens a file without a known extension (``Image.preinit``)
+COMMON_PLUGINS = ("PIL.BmpImagePlugin", "PIL.GifImagePlugin", "PIL.JpegImagePlugin", "PIL.PpmImagePlugin",
+                  "PIL.PngImagePlugin")
+
+
+def identification_order() -> tuple[str, ...]:
+    """Every image format Pillow knows, in the order Pillow tries them when nothing was registered before (the
+    common plugins, then all the others by module name), whatever was opened before.
+
+    Pillow 13 registers plugins lazily, the one for a file's extension first, so the order it tries formats in,
+    and with it which plugin claims a file, depended on the files opened earlier in the process: after a ``.tga``,
+    TGA's lenient header check claimed some ``.ico`` files, which then failed to load (found on Pillow's own test
+    corpus; tests/test_inputs.py crafts such a file). Passing this order makes a file's outcome its own.
+    """
+    Image.init()
+    return _ordered(tuple(Image.ID))
+
+
+@lru_cache(maxsize=8)
+def _ordered(formats: tuple[str, ...]) -> tuple[str, ...]:
+    def rank(name: str) -> tuple[bool, str]:
+        module = Image.OPEN[name][0].__module__
+        return module not in COMMON_PLUGINS, module
+
+    return tuple(sorted(formats, key=rank))  # a stable sort: one plugin's formats keep their order
+
+
 def _open(source: Path | BinaryIO, path: Path, options: DecodeOptions) -> Image.Image:
     """Open (header only) and refuse a declared size above the limit before any pixels are allocated, and an
     image of no pixels (Pillow's stub formats such as GRIB, BUFR and HDF5 open as 0x0 and have no decoder)."""
     with _pillow_allows(options.pixel_limit):
-        image = Image.open(source)
+        image = Image.open(source, formats=identification_order())
     if not image.width or not image.height:
         image.close()
         reason = "unsupported" if isinstance(image, ImageFile.StubImageFile) else "corrupt"
