@@ -6,6 +6,7 @@ process and built with random weights (``--pretrained none``).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,23 @@ TINY_CONFIGS = {
     },
 }
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """CliRunner runs commands in this process, and a command configures logging for the process (``clipedge -v``
+    puts the root logger at DEBUG): put it back, so one test's verbosity does not reach the next (Pillow's
+    per-chunk debug records then filled the memory test's measurement)."""
+    root = logging.getLogger()
+    root_level = root.level  # its handlers are pytest's, added and removed per test phase: left to pytest
+    ours = [logging.getLogger(name) for name in ("clipedge", "py.warnings")]
+    saved = [(logger, logger.level, logger.handlers[:], logger.propagate) for logger in ours]
+    yield
+    root.setLevel(root_level)
+    for logger, level, handlers, propagate in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
 
 
 @pytest.fixture(scope="session", autouse=True)
