@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 Row = tuple[str, int, str]  # path relative to the dataset folder, label, class name
 IMAGENET_VAL_PER_CLASS = 4

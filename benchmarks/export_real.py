@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 import clipedge
+from clipedge.core.tables import format_table
 from clipedge.export import export_model
-from clipedge.tables import format_table
 
 
 def write_folder(root: Path, per_class: int = 8, size: int = 224) -> Path:

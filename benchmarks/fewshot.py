@@ -27,20 +27,20 @@ import os
 import random
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
+from cells import FewShotCells
+from coop_datasets import DATASETS, CoOpDataset, Row, dataset_named
 from tqdm import tqdm
 
-from cells import FewShotCells
 from clipedge.backbone import Backbone, load_backbone
+from clipedge.core.errors import ClipedgeError
 from clipedge.data import Sample, read_split_file
-from clipedge.errors import ClipedgeError
 from clipedge.figures import pyplot, save_png
 from clipedge.heads import METHODS
 from clipedge.training import resolve_device
-from coop_datasets import DATASETS, CoOpDataset, Row, dataset_named
 
 FIELDS = ["dataset", "backbone", "pretrained", "method", "shots", "seed", "val_top1", "test_top1", "head_s"]
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"

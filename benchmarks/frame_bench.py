@@ -24,11 +24,11 @@ from PIL import Image
 from skimage import data as skimage_data
 
 import clipedge
+from clipedge.core.tables import format_table
 from clipedge.export import export_model
 from clipedge.runtime import Classifier
-from clipedge.runtime.bench import run_bench
-from clipedge.runtime.preprocess import prepare_frame
-from clipedge.tables import format_table
+from clipedge.runtime.bench.local import run_bench
+from clipedge.runtime.preprocessing.transform import prepare_frame
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_real import write_folder  # noqa: E402

@@ -30,9 +30,9 @@ import torch
 
 import clipedge
 from clipedge.calibration.int8_options import Int8Options
+from clipedge.core.tables import format_table
 from clipedge.export import export_model
 from clipedge.synthetic import write_task
-from clipedge.tables import format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_real import write_folder  # noqa: E402  (the 224 px folder the other real-architecture benchmark uses)

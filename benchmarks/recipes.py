@@ -29,16 +29,16 @@ import time
 from pathlib import Path
 
 import torch
-
 from cells import FewShotCells
+
 from clipedge.backbone import load_backbone
+from clipedge.core.tables import format_table
 from clipedge.data import load_labelled_images
 from clipedge.figures import pyplot, save_png
 from clipedge.heads.clip_adapter import DEFAULT_RECIPE as CLIP_ADAPTER_DEFAULT
 from clipedge.heads.linear_probe import DEFAULT_RECIPE as LINEAR_PROBE_DEFAULT
-from clipedge.synthetic import write_task
 from clipedge.prompts import resolve_templates
-from clipedge.tables import format_table
+from clipedge.synthetic import write_task
 
 #: row label -> (method, recipe, extra train options)
 CONFIGS = {

@@ -25,8 +25,9 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from clipedge.runtime.bench import parse_batches, run_bench
-from clipedge.tables import format_table
+from clipedge.core.tables import format_table
+from clipedge.runtime.bench.local import parse_batches, run_bench
+from clipedge.torch_pipeline import eager_pipeline
 
 PRECISIONS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 
@@ -65,7 +66,8 @@ def main() -> None:
             model = run / "export" / PRECISIONS[precision]
             if not model.is_file():
                 continue
-            report = run_bench(model, batches, args.iters, args.warmup, args.threads, torch_run=run, rounds=args.rounds)
+            report = run_bench(model, batches, args.iters, args.warmup, args.threads, torch_run=run, rounds=args.rounds,
+                               torch_pipeline=eager_pipeline(run, args.threads))
             reports.append({"backbone": backbone, "precision": precision, **report})
             for entry in report["results"]:
                 rt, pt = entry["runtime"], entry["torch"]

@@ -21,10 +21,10 @@ from pathlib import Path
 import onnxruntime
 from tqdm import tqdm
 
+from clipedge.core.tables import format_table
 from clipedge.runtime import Classifier
-from clipedge.runtime.bench import parse_batches
-from clipedge.runtime.soak import soak
-from clipedge.tables import format_table
+from clipedge.runtime.bench.local import parse_batches
+from clipedge.runtime.bench.soak import soak
 
 HEADERS = ["batch", "frames", "seconds", "RSS after warm-up MB", "RSS end MB", "growth MB", "max growth MB",
            "differing calls"]

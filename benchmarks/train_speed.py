@@ -20,8 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from clipedge.core.tables import format_table
 from clipedge.heads import FewShotProblem, head_class, head_options
-from clipedge.tables import format_table
 
 TARGETS_S = {"clip-adapter": 60.0, "tip-adapter": 10.0, "tip-adapter-f": 60.0}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 from clipedge.features import FeatureSet
 from clipedge.heads import FewShotProblem, Head, head_class
 from clipedge.prompts import build_text_classifier

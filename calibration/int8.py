@@ -13,9 +13,10 @@ run's test images, which none of this ever sees.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -75,11 +76,11 @@ ProbsOf = Callable[[Path, np.ndarray], np.ndarray]
 
 def quantize_int8(fp32_path: Path, out_path: Path, images: CalibrationImages, probs_of: ProbsOf,
                   method: str = "auto", min_agreement: float = DEFAULT_MIN_AGREEMENT, fixed_batch: int | None = None,
-                  progress: bool = True) -> Int8Model:
+                  progress: bool = True, *, head_scope: str) -> Int8Model:
     """Write the best INT8 QDQ version of ``fp32_path`` to ``out_path``; see the module docstring."""
     methods = METHODS if method == "auto" else (method,)
     model = onnx.load(str(fp32_path), load_external_data=False)
-    always_float = head_nodes(model) + activation_products(model)
+    always_float = head_nodes(model, head_scope) + activation_products(model)
     reference = probs_of(fp32_path, images.selection)
     work = out_path.with_name(f".{out_path.name}.candidates")
     work.mkdir(exist_ok=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 from clipedge.run_dir import Run, record_skipped
 from clipedge.run_features import run_data, run_decoding
-from clipedge.runtime.image_files import collect_images
-from clipedge.runtime.preprocess import prepare_files
+from clipedge.runtime.preprocessing.image_files import collect_images
+from clipedge.runtime.preprocessing.transform import prepare_files
 
 from .int8_options import DEFAULT_COUNT
 

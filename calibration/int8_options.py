@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_COUNT = 128

@@ -24,14 +24,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
 
-from clipedge.errors import ClipedgeError
-from clipedge.export.fuse import HEAD_SCOPE
+from clipedge.core.errors import ClipedgeError
 
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: product ops whose outputs stay float (their consumers are LayerNorm, GELU, softmax, residual adds)
@@ -43,9 +42,10 @@ def _namespace(node: onnx.NodeProto) -> str:
     return next((entry.value for entry in node.metadata_props if entry.key == "namespace"), "")
 
 
-def head_nodes(model: onnx.ModelProto) -> list[str]:
-    """The head's nodes, found by the module scope torch's exporter writes into each node's metadata."""
-    names = [node.name for node in model.graph.node if HEAD_SCOPE in _namespace(node)]
+def head_nodes(model: onnx.ModelProto, head_scope: str) -> list[str]:
+    """The head's nodes, found by the module scope torch's exporter writes into each node's metadata (the export
+    names the scope, so calibration need not import it)."""
+    names = [node.name for node in model.graph.node if head_scope in _namespace(node)]
     if not names:
         raise ClipedgeError("INT8: the ONNX graph carries no module scopes, so the head cannot be kept in float; "
                             "export it with `clipedge export` (torch's dynamo exporter records them)")

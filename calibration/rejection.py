@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from clipedge.runtime.contract import REJECTION_SCORES, confidence
+from clipedge.runtime.rejection import REJECTION_SCORES, confidence
 
 SCORES = REJECTION_SCORES  # the scores calibration compares
 
 
 def confidence_score(logits: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:
-    """The runtime's own score (clipedge.runtime.contract.confidence), so a threshold chosen here means the
+    """The runtime's own score (clipedge.runtime.rejection.confidence), so a threshold chosen here means the
     same thing on the device."""
     return torch.from_numpy(confidence(logits.detach().double().cpu().numpy(), kind, temperature))
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.errors import ClipedgeError
-from clipedge.images import load_rgb
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import load_rgb
 from clipedge.runtime import Classifier
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 
 import cv2
-
-from clipedge.errors import ClipedgeError
-from clipedge.runtime import Classifier
-
 from opencv_camera import run
+
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime import Classifier
 
 
 def gstreamer_available() -> bool:

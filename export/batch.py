@@ -7,17 +7,16 @@ MIN,OPT,MAX; a fixed-batch ONNX needs one N. ``--batch 8`` means the profile
 
 from __future__ import annotations
 
-from clipedge.errors import ClipedgeError
-from clipedge.runtime.contract import BatchProfile, parse_batch
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.contract import DEFAULT_BATCH_PROFILE, BatchProfile, parse_batch
 
-DEFAULT_BATCH = "1,8,32"
 DEFAULT_FIXED_BATCH = "1"
 
 
 def resolve_batch(batch: str | int | None, fixed: bool) -> tuple[BatchProfile, int | None]:
     """The engine profile, and the one batch size the ONNX input is fixed to (None: dynamic)."""
     if not fixed:
-        return parse_batch(DEFAULT_BATCH if batch is None else batch), None
+        return parse_batch(DEFAULT_BATCH_PROFILE if batch is None else batch), None
     profile = parse_batch(DEFAULT_FIXED_BATCH if batch is None else batch)
     if profile.min != profile.max:
         raise ClipedgeError(f"--fixed-batch: expected one batch size, --batch N (got --batch {batch})")

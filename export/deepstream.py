@@ -26,14 +26,14 @@ import torch
 from torch import nn
 
 from clipedge.backbone import BackboneSpec, load_backbone_from_spec
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions
 from clipedge.devices import resolve_device
-from clipedge.errors import ClipedgeError
-from clipedge.images import DecodeOptions
 from clipedge.run_dir import Run, check_output_dir, load_run, staged_run_dir
 from clipedge.run_features import run_decoding
-from clipedge.runtime.contract import NVINFER_INPUT_NAME, NVINFER_OUTPUT_NAMES, parse_batch
-from clipedge.runtime.preprocess import prepare_files
-from clipedge.runtime.tensorrt_check import require_tensorrt_compatible
+from clipedge.runtime.contract import LABELS_FILE, NVINFER_INPUT_NAME, NVINFER_OUTPUT_NAMES, parse_batch
+from clipedge.runtime.preprocessing.transform import prepare_files
+from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 
 from .exporter import ExportResult, _gate
 from .fuse import FusedClassifier
@@ -53,7 +53,6 @@ from .parity import (
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
-LABELS_FILE = "labels.txt"
 README_FILE = "README.md"
 #: --process-mode → the nvinfer process-mode of each config file written
 PROCESS_MODES = {"primary": ("primary",), "secondary": ("secondary",), "both": ("primary", "secondary")}

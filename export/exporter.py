@@ -15,26 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.calibration.int8 import quantize_int8
 from clipedge.calibration.int8_images import calibration_images, gate_images
 from clipedge.calibration.int8_options import Int8Options
+from clipedge.core.atomic import check_destination, publish, staging_folder
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions
 from clipedge.devices import resolve_device
-from clipedge.errors import ClipedgeError
-from clipedge.images import DecodeOptions
 from clipedge.run_dir import Run, load_run
 from clipedge.run_features import run_decoding
+from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart, import_tensorrt
 from clipedge.runtime.contract import BATCH_PROFILE_KEY, REFERENCE_KEY, parse_frame, sidecar_path
-from clipedge.runtime.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB, build_engine
-from clipedge.runtime.preprocess import prepare_files
-from clipedge.runtime.tensorrt_check import require_tensorrt_compatible
-from clipedge.runtime.tensorrt_env import current_gpu, import_cudart, import_tensorrt
+from clipedge.runtime.preprocessing.transform import prepare_files
+from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
+from clipedge.runtime.tensorrt.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB, build_engine
 
 from .batch import resolve_batch
-from clipedge.atomic import check_destination, publish, staging_folder
 from .formats import validate_export_options
 from .frame_input import FrameClassifier
-from .fuse import FusedClassifier
+from .fuse import HEAD_SCOPE, FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .onnx_export import OPSET, check_opset, to_onnx
 from .parity import (
@@ -186,7 +187,7 @@ def export_model(
         staged_onnx = staging / onnx_path.name
         if int8:
             quantized = quantize_int8(graph_onnx, staged_onnx, images, _cpu_probs, int8.method, int8.min_agreement,
-                                      static_batch, progress)
+                                      static_batch, progress, head_scope=HEAD_SCOPE)
             reference = reference_outputs(run, backbone, reference_module, temperature, held_out_paths)
             quantization = quantized.metadata()
             metadata = {**metadata, "quantization": quantization, "fp32_parity": graph_parity.to_dict()}

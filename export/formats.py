@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 #: options every format takes
 COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int8"})

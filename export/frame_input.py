@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.contract import FrameInput
-from clipedge.runtime.frame_geometry import AxisPlan, plan_frame
-from clipedge.runtime.nv12 import decoding_coefficients
+from clipedge.runtime.preprocessing.frame_geometry import AxisPlan, plan_frame
+from clipedge.runtime.preprocessing.nv12 import decoding_coefficients
 
 from .fuse import FusedClassifier
 from .pil_resample import FILTERS, PRECISION_BITS, resample_matrix, vertical_first

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clipedge.images import DecodeOptions
+from clipedge.core.images import DecodeOptions
 from clipedge.runtime.contract import (
     EXIF_TRANSPOSE_KEY,
     INPUT_NAME,

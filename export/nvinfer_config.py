@@ -28,10 +28,11 @@ A key whose documentation we could not find is not in the table, so it cannot be
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 PROPERTY = "property"
 #: the maximum batch size nvinfer accepts (nvdsinfer_context.h: NVDSINFER_MAX_BATCH_SIZE)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import onnx
 import torch
 
-from clipedge.errors import ClipedgeError
-from clipedge.runtime.tensorrt_operators import OPSET_RANGE as TENSORRT_OPSETS
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.tensorrt.operators import OPSET_RANGE as TENSORRT_OPSETS
 
 from .frame_input import FrameClassifier
 from .fuse import FusedClassifier

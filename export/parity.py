@@ -11,24 +11,25 @@ the graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision import transforms as T
+
 from clipedge.backbone import Backbone
-from clipedge.errors import ClipedgeError
-from clipedge.images import UnreadableImage, load_rgb
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import UnreadableImage, load_rgb
 from clipedge.run_dir import Run, read_skipped, record_skipped
 from clipedge.run_features import run_data, run_decoding
 from clipedge.runtime.backends import Backend
 from clipedge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from clipedge.runtime.contract import FrameInput, ReferenceSet, run_in_batches
-from clipedge.runtime.nv12 import nv12_to_rgb, rgb_to_nv12
-from PIL import Image
-from torchvision import transforms as T
+from clipedge.runtime.preprocessing.nv12 import nv12_to_rgb, rgb_to_nv12
 
 from .fuse import FusedClassifier
 

@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 
-from clipedge.errors import ClipedgeError
-from clipedge.runtime.frame_geometry import FILTER_SUPPORT
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.preprocessing.frame_geometry import FILTER_SUPPORT
 
 PRECISION_BITS = 32 - 8 - 2
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 from clipedge.run_dir import load_run
 from clipedge.runtime.triton.repository import RepositoryOptions, check_repository_destination, write_repository
 

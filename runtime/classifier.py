@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from clipedge.errors import ClipedgeError
-from clipedge.images import DecodeOptions
+
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions
+from clipedge.runtime.preprocessing.boxes import check_boxes, crop_boxes
+from clipedge.runtime.preprocessing.frames import prepare_camera_frames
+from clipedge.runtime.preprocessing.transform import check_resize_quality, prepare_batch, prepare_whole_frame
+from clipedge.runtime.rejection import REJECTION_SCORES, confidence
 
 from .backends import Backend, is_server_url, open_backend
-from .boxes import check_boxes, crop_boxes
-from .camera_frames import prepare_camera_frames
 from .contract import (
-    REJECTION_SCORES,
     RESIZE_MODES,
     class_scores,
-    confidence,
     exif_transpose_of,
     frame_input_of,
     max_image_pixels_of,
@@ -36,7 +38,6 @@ from .contract import (
     run_in_batches,
     score_output,
 )
-from .preprocess import check_resize_quality, prepare_batch, prepare_whole_frame
 
 UNKNOWN = "unknown"
 
@@ -220,7 +221,7 @@ class Classifier:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Classifier":
+    def __enter__(self) -> Classifier:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,15 +8,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from conftest import write_image_folder
 from referencing import Registry, Resource
 
 import clipedge
 from clipedge.cli import main
 from clipedge.runtime.contract import decode_metadata
-from clipedge.runtime.onnx_metadata import read_onnx_metadata
+from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
 from clipedge.runtime.schemas import SCHEMA_VERSIONS, load_schema
-
-from conftest import write_image_folder
 
 REGISTRY = Registry().with_resources(
     (load_schema(name)["$id"], Resource.from_contents(load_schema(name))) for name in SCHEMA_VERSIONS)

@@ -8,7 +8,8 @@ backend are installed. The training API is resolved lazily on first use.
 from importlib import import_module
 from typing import Any
 
-from .errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .version import __version__
 
 _LAZY_ATTRIBUTES = {

@@ -18,15 +18,17 @@ import logging
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import open_clip
 import torch
 from torch import nn
 
-from .errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .hub_cache import hub_files, hub_offline
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class BackboneSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BackboneSpec":
+    def from_dict(cls, data: dict) -> BackboneSpec:
         data = dict(data)
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])

@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ClipedgeError
-from .images import DecodeOptions, SkippedFile, check_image
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions, SkippedFile, check_image
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 
 def resolve_device(device: str) -> str:

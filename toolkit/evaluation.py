@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 
+from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.schemas import SCHEMA_VERSIONS
 
 from .backbone import load_backbone_from_spec
 from .data import LabelledImages, load_labelled_images
 from .devices import resolve_device
-from .errors import ClipedgeError
 from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet
 from .figures import pyplot, save_png

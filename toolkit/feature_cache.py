@@ -15,17 +15,18 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions, SkippedFile
+
 from .backbone import Backbone, BackboneSpec
 from .data import Sample
-from .errors import ClipedgeError
 from .features import AUGMENT_SCALE, FeatureSet, extract_features
-from .images import DecodeOptions, SkippedFile
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,18 @@ and machines, which is what makes the cache key honest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm import tqdm
 
+from clipedge.core.images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb
+
 from .backbone import Backbone, BackboneSpec
 from .data import Sample
-from .images import DecodeOptions, SkippedFile, UnreadableImage, load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 

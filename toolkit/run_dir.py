@@ -11,18 +11,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from .atomic import write_atomically
+from clipedge.core.atomic import write_atomically
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import SkippedFile
+
 from .backbone import BackboneSpec
-from .errors import ClipedgeError
 from .heads import Head, head_class
-from .images import SkippedFile
 
 FORMAT_VERSION = 1
 MANIFEST = "clipedge.json"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clipedge.core.images import DecodeOptions
+
 from .backbone import Backbone, load_backbone_from_spec
 from .data import LabelledImages, read_split_file
 from .devices import resolve_device
 from .feature_cache import FeatureCache, cached_features
 from .features import AUGMENT_SCALE, FeatureSet, as_views
-from .images import DecodeOptions
 from .run_dir import CACHE_DIR, SPLIT_FILE, Run, read_skipped, record_skipped
 
 

@@ -6,8 +6,8 @@ uint8 frames as tensors, ``encode_image``, the head, softmax, in eager mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

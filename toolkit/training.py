@@ -18,17 +18,18 @@ from typing import Any
 import open_clip
 import torch
 
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import MANIFEST_KEY as DECODING_KEY
+from clipedge.core.images import DecodeOptions
+
 from .backbone import Backbone, load_backbone
 from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
 from .devices import resolve_device
-from .errors import ClipedgeError
 from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet, as_views
 from .heads import FewShotProblem, Head, TrainOptions, head_class, head_options
 from .heads.base import accuracy
 from .heads.zero_shot import ZeroShotHead
-from .images import MANIFEST_KEY as DECODING_KEY
-from .images import DecodeOptions
 from .prompts import build_text_classifier, resolve_templates
 from .run_dir import (
     CACHE_DIR,

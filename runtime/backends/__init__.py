@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 from .base import Backend
 
@@ -26,7 +26,7 @@ def open_backend(path: Path | str, providers: list[str] | None = None, threads: 
                  cuda_graph: bool = False) -> Backend:
     """Pick the backend from the file name: .onnx → onnxruntime, .engine/.plan → TensorRT; a server URL → Triton."""
     if is_server_url(path):
-        from .triton_backend import TritonBackend
+        from clipedge.runtime.backends.triton_backend import TritonBackend
 
         return TritonBackend(path)
     path = Path(path)

@@ -39,7 +39,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Release device memory and sessions; the backend is unusable afterwards."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

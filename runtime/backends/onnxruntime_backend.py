@@ -7,22 +7,25 @@ a GPU provider fails to initialise.
 
 from __future__ import annotations
 
-import logging
 import importlib.metadata
+import logging
 from pathlib import Path
 
 import numpy as np
-from clipedge.errors import ClipedgeError
 
-from ..contract import (
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.backends.onnxruntime_options import (
     TENSORRT_PROVIDER,
     cpu_graph_optimization,
-    frame_input_of,
-    score_output,
-    recorded_batch_profile,
     tensorrt_provider_options,
 )
-from ..onnx_metadata import read_external_data, read_onnx_metadata
+from clipedge.runtime.contract.onnx_metadata import read_external_data, read_onnx_metadata
+
+from ..contract import (
+    frame_input_of,
+    recorded_batch_profile,
+    score_output,
+)
 from .base import Backend
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from clipedge.errors import ClipedgeError
+
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.backends.tensorrt_environment import cuda_check, current_gpu, import_cudart, import_tensorrt
 
 from ..contract import (
     INPUT_NAME,
@@ -41,7 +43,6 @@ from ..contract import (
     read_sidecar,
     sidecar_path,
 )
-from ..tensorrt_env import cuda_check, current_gpu, import_cudart, import_tensorrt
 from .base import Backend
 
 log = logging.getLogger(__name__)

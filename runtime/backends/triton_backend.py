@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from clipedge.errors import ClipedgeError
 
-from ..contract import INPUT_NAME
-from .base import Backend
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.backends.base import Backend
+from clipedge.runtime.contract import INPUT_NAME
 
 SCHEMES = {"grpc": "tritonclient.grpc", "http": "tritonclient.http"}
 DEFAULT_TIMEOUT_S = 30.0

@@ -14,23 +14,19 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
 
-from clipedge.errors import ClipedgeError
-from clipedge.images import DecodeOptions, UnreadableImage, load_rgb
+from clipedge.core.errors import ClipedgeError
+from clipedge.core.images import DecodeOptions, UnreadableImage, load_rgb
 from clipedge.runtime.classifier import Classifier
 from clipedge.runtime.contract import INPUT_NAME
-from clipedge.runtime.preprocess import prepare_frame
+from clipedge.runtime.preprocessing.transform import prepare_frame
+from clipedge.runtime.triton.parameters import ENCODED_PARAMETER, MODEL_FILE_PARAMETER, THREADS_PARAMETER
 
-#: ``parameters`` of the served config that only this model reads
-MODEL_FILE_PARAMETER = "model_file"
-ENCODED_PARAMETER = "encoded_input"
-THREADS_PARAMETER = "threads"
 #: ``triton_python_backend_utils``, which exists only inside Triton's python backend stub; imported by
-#: ``initialize`` so that ``clipedge serve`` can import this module for its file and parameter names
+#: ``initialize``, so this file also imports where the stub is absent (the tests call its functions)
 pb_utils: Any = None
 
 

@@ -17,23 +17,23 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime.backends.onnxruntime_options import tensorrt_provider_options
 
 from ..contract import (
     INPUT_NAME,
+    LABELS_FILE,
     BatchProfile,
     ModelContract,
     model_metadata_of,
     parse_batch,
     read_contract,
     sidecar_path,
-    tensorrt_provider_options,
 )
 
 #: where the repository's model file lives and which Triton platform runs it, by the exported file's suffix
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
              ".plan": ("tensorrt_plan", "model.plan")}
-LABELS_FILE = "labels.txt"
 #: the ``parameters`` key holding the model's clipedge metadata (JSON), which the client backend reads
 METADATA_PARAMETER = "clipedge"
 DEFAULT_MAX_BATCH = 32

@@ -33,10 +33,10 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clipedge.errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
 
 from ..contract import sidecar_path
-from . import python_model
+from .parameters import ENCODED_PARAMETER, MODEL_FILE_PARAMETER, PYTHON_MODEL_SOURCE, THREADS_PARAMETER
 from .repository import (
     PLATFORMS,
     RepositoryOptions,
@@ -122,15 +122,15 @@ def serving_repository(served: ServedModel, repo: Path, threads: int | None = No
     """The scratch repository: NAME and NAME_encoded, both python-backend models over the same model file."""
     signature = read_signature(served.model)
     model_file = PLATFORMS[served.model.suffix.lower()][1]
-    source = Path(python_model.__file__).read_text(encoding="utf-8")
+    source = Path(__file__).with_name(PYTHON_MODEL_SOURCE).read_text(encoding="utf-8")
     files = {"1/model.py": source, f"1/{model_file}": served.model}
     if served.model.suffix.lower() != ".onnx":  # engines carry their contract in a sidecar
         files[f"1/{sidecar_path(Path(model_file)).name}"] = sidecar_path(served.model)
-    parameters = {python_model.MODEL_FILE_PARAMETER: model_file, python_model.THREADS_PARAMETER: str(threads or 0)}
+    parameters = {MODEL_FILE_PARAMETER: model_file, THREADS_PARAMETER: str(threads or 0)}
     config = build_config(signature, served.options, backend="python", extra_parameters=parameters)
     write_model_folder(signature, repo, config, files, link=True)
     encoded = build_config(signature, replace(served.options, name=served.options.name + ENCODED_SUFFIX),
-                           backend="python", extra_parameters={**parameters, python_model.ENCODED_PARAMETER: "true"})
+                           backend="python", extra_parameters={**parameters, ENCODED_PARAMETER: "true"})
     del encoded.input[:]
     del encoded.model_warmup[:]  # zero bytes are no image: a warmup would fail the model's load
     if not encoded.max_batch_size:  # a fixed-batch model: the twin batches like it, one encoded image per row
@@ -195,7 +195,7 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"grpc://{self.options.host}:{self.options.grpc_port}/{self.name}"
 
-    def start(self, timeout: float = STARTUP_SECONDS) -> "TritonServer":
+    def start(self, timeout: float = STARTUP_SECONDS) -> TritonServer:
         """Write the scratch repository, start Triton and wait until every model is ready."""
         binary, backend, stub = tritonserver_install()
         from clipedge.runtime.backends import open_backend  # the model must load here before a server is started
@@ -272,7 +272,7 @@ class TritonServer:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .recipe import Augmentation, Recipe
 
 log = logging.getLogger(__name__)
@@ -160,11 +161,11 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     @classmethod
     @abstractmethod
-    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> "Head":
+    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> Head:
         """Fit the head's own tensors to ``problem``; hyperparameters are chosen on val, never test."""
 
     @classmethod
-    def restore(cls, tensors: dict[str, torch.Tensor], hparams: dict[str, Any]) -> "Head":
+    def restore(cls, tensors: dict[str, torch.Tensor], hparams: dict[str, Any]) -> Head:
         """Rebuild a trained head from ``head.safetensors`` tensors and manifest hparams."""
         head = cls(tensors["text_weights"], float(tensors["logit_scale"]), **hparams)
         head.load_state_dict(tensors)

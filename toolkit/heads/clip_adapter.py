@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .base import FewShotProblem, Head, OptimisedOptions, check_choice, train_head, val_accuracy
 from .recipe import DASSL_SCALE, TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
@@ -143,7 +144,7 @@ class ClipAdapterHead(Head):
         return replace(super().refit_options(recorded, **common), alpha=self.alpha, branch=self.branch)
 
     @classmethod
-    def fit(cls, problem: FewShotProblem, options: ClipAdapterOptions) -> "ClipAdapterHead":
+    def fit(cls, problem: FewShotProblem, options: ClipAdapterOptions) -> ClipAdapterHead:
         if options.alpha == "auto":
             return _fit_alpha_on_val(cls, problem, options)
         alpha = DEFAULT_ALPHA if options.alpha is None else float(options.alpha)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .base import FewShotProblem, Head, ViewOptions, accuracy, check_choice
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
@@ -76,7 +77,7 @@ class LinearProbeHead(Head):
         """Nothing to fold: a probe's logits never use CLIP's logit scale."""
 
     @classmethod
-    def fit(cls, problem: FewShotProblem, options: LinearProbeOptions) -> "LinearProbeHead":
+    def fit(cls, problem: FewShotProblem, options: LinearProbeOptions) -> LinearProbeHead:
         x = F.normalize(problem.train_features.flatten(0, 1), dim=-1)
         y = problem.train_labels.repeat(problem.train_features.shape[0])
         head = cls(problem.text_weights, problem.logit_scale)

@@ -10,8 +10,8 @@ Tip-Adapter-F script once per batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 import torch
 
@@ -48,7 +48,7 @@ class Recipe:
     warmup_lr: float = 0.0
     per_epoch_schedule: bool = False
 
-    def overridden(self, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None) -> "Recipe":
+    def overridden(self, epochs: int | None = None, lr: float | None = None, batch_size: int | None = None) -> Recipe:
         """The recipe with the user's explicit values in place of its own."""
         return replace(self, epochs=epochs or self.epochs, lr=lr or self.lr, batch_size=batch_size or self.batch_size)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, TypeVar
 
-from ..errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .base import COMMON_OPTIONS, Head, TrainOptions, option_flag
 
 HEADS: dict[str, type[Head]] = {}

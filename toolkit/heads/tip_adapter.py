@@ -94,7 +94,7 @@ class TipAdapterHead(Head):
         return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
 
     @classmethod
-    def from_cache(cls, problem: FewShotProblem) -> "TipAdapterHead":
+    def from_cache(cls, problem: FewShotProblem) -> TipAdapterHead:
         # Keys grouped by class turn `exp(...) @ values` into a reshape-and-sum (key order is irrelevant to the formula).
         order = torch.argsort(problem.train_labels, stable=True)
         keys = F.normalize(problem.train_features.mean(dim=0)[order], dim=-1)
@@ -107,7 +107,7 @@ class TipAdapterHead(Head):
         return head
 
     @classmethod
-    def fit(cls, problem: FewShotProblem, options: TipAdapterOptions | TipAdapterFOptions) -> "TipAdapterHead":
+    def fit(cls, problem: FewShotProblem, options: TipAdapterOptions | TipAdapterFOptions) -> TipAdapterHead:
         head = cls.from_cache(problem)
         if cls.trains:
             recipe = FINETUNE_RECIPE.overridden(options.epochs, options.lr, options.batch_size)

@@ -19,5 +19,5 @@ class ZeroShotHead(Head):
         return self.zero_shot_logits(F.normalize(features, dim=-1))
 
     @classmethod
-    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> "ZeroShotHead":
+    def fit(cls, problem: FewShotProblem, options: TrainOptions) -> ZeroShotHead:
         return cls(problem.text_weights, problem.logit_scale).eval()

@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import ClipedgeError
+from clipedge.core.errors import ClipedgeError
+
 from .scenes import BACKGROUNDS, COLOURS, SHAPES, SIZES, Scene, SceneObject, background, draw_objects, render
 
 INK = {"ink": (25, 25, 35), "graphite": (70, 70, 75), "sepia": (90, 60, 30), "navy ink": (20, 30, 80)}

@@ -1,0 +1,508 @@
+"""The torch-free runtime on small ONNX models built here to the export contract (DESIGN.md §4).
+
+The models are real ONNX graphs honouring the contract (uint8 NHWC ``images``
+in; ``logits`` and ``probs`` out; clipedge ``metadata_props``): Cast → mean
+colour over H, W → MatMul → Softmax. With an identity-like class matrix a red
+image is "red", so results can be checked by meaning. Tests against models
+written by ``clipedge export`` live in test_runtime_export.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+from onnx.external_data_helper import set_external_data
+from PIL import Image
+
+from clipedge.cli import main
+from clipedge.core.errors import ClipedgeError
+from clipedge.runtime import Classifier, Prediction
+from clipedge.runtime.backends.tensorrt_backend import check_compatible
+from clipedge.runtime.bench.local import measure, measure_alternating, parse_batches
+from clipedge.runtime.contract import engine_fingerprint, read_sidecar, sidecar_path
+from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
+from clipedge.runtime.preprocessing.transform import prepare_batch, prepare_frame
+
+COLOURS = ["red", "green", "blue"]
+SIZE = 16
+
+
+def contract_onnx(path: Path, metadata: dict[str, str] | None = None, size: int = SIZE, classes: int = 3,
+                  fixed_batch: int | None = None, input_type: int = TensorProto.UINT8) -> Path:
+    """An ONNX model honouring the export contract: class i scores the mean of colour channel i (mod 3)."""
+    batch = fixed_batch or "N"
+    images = helper.make_tensor_value_info("images", input_type, [batch, size, size, 3])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])
+    probs = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])
+    weights = np.zeros((3, classes), np.float32)
+    weights[np.arange(classes) % 3, np.arange(classes)] = 0.1
+    nodes = [
+        helper.make_node("Cast", ["images"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["pixels", "axes"], ["colour"], keepdims=0),
+        helper.make_node("MatMul", ["colour", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    initializers = [onnx.numpy_helper.from_array(weights, "weights"),
+                    onnx.numpy_helper.from_array(np.array([1, 2], np.int64), "axes")]
+    model = helper.make_model(helper.make_graph(nodes, "contract", [images], [logits, probs], initializers),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def clipedge_metadata(**extra: str) -> dict[str, str]:
+    return {"class_names": json.dumps(COLOURS), "image_size": str(SIZE), "interpolation": "bicubic",
+            "input": json.dumps({"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
+                                 "shape": ["N", SIZE, SIZE, 3]}),
+            "outputs": json.dumps(["logits", "probs"]), "resize_mode": "shortest", "method": "zero-shot",
+            "precision": "fp32", "clipedge_version": "test", "source_run": "/nowhere", **extra}
+
+
+def solid(colour: str, height: int = SIZE, width: int = SIZE) -> np.ndarray:
+    frame = np.full((height, width, 3), 30, np.uint8)
+    frame[..., COLOURS.index(colour)] = 220
+    return frame
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    return contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+
+
+# --- preprocessing --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])
+def test_preprocessing_matches_open_clip_on_real_photographs(resize_mode):
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the sample photographs")
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1)
+    for size in (224, 64):
+        transform = open_clip.image_transform(size, is_train=False, resize_mode=resize_mode)
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "camera"):  # camera is grayscale
+            image = Image.fromarray(getattr(skimage_data, name)())
+            reference = ((transform(image) * std + mean) * 255).permute(1, 2, 0).numpy()
+            ours = prepare_frame(image, size, resize_mode=resize_mode).astype(np.float64)
+            assert ours.shape == (size, size, 3)
+            assert np.abs(ours - reference).max() <= 1.0, (name, size, resize_mode)
+
+
+def test_every_input_kind(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    path = tmp_path / "frame.png"
+    Image.fromarray(rgb).save(path)
+    expected = prepare_frame(Image.fromarray(rgb), 32)
+    for same in (path, str(path), rgb, Image.fromarray(np.dstack([rgb, np.full((48, 64), 255, np.uint8)]), "RGBA")):
+        assert np.array_equal(prepare_frame(same, 32), expected)
+    assert np.array_equal(prepare_frame(np.ascontiguousarray(rgb[..., ::-1]), 32, bgr=True), expected)
+    rgba = np.concatenate([rgb, np.full((48, 64, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(prepare_frame(rgba, 32), expected)
+    gray = prepare_frame(rgb[..., 0], 32)
+    assert gray.shape == (32, 32, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    at_size = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(prepare_frame(at_size, 32), at_size)  # fast path: untouched
+    batch, single = prepare_batch([path, rgb], 32)
+    assert batch.shape == (2, 32, 32, 3) and not single
+    nhwc = np.stack([at_size, at_size])
+    batch, single = prepare_batch(nhwc, 32)
+    assert batch is nhwc and not single  # already a model batch: no copy
+    assert np.array_equal(prepare_batch(nhwc, 32, bgr=True)[0], nhwc[..., ::-1])
+    assert prepare_batch(np.stack([rgb, rgb]), 32)[0].shape == (2, 32, 32, 3)
+    assert prepare_batch(path, 32)[1] is True
+
+
+@pytest.mark.parametrize("frame, message", [
+    (np.zeros((32, 32, 3), np.float32), "expected dtype uint8 (pixels 0-255), got float32"),
+    (np.zeros((32, 32, 2), np.uint8), "got shape (32, 32, 2)"),
+    ("missing.png", "no such file"),
+    (42, "expected a path, a PIL image or a uint8 numpy array, got int"),
+])
+def test_bad_frames_fail_in_one_line(frame, message):
+    with pytest.raises(ClipedgeError) as error:
+        prepare_frame(frame, 32)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unreadable_image_file(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ClipedgeError, match="broken.jpg: not a readable image"):
+        prepare_frame(tmp_path / "broken.jpg", 32)
+
+
+# --- Classifier ----------------------------------------------------------------------------------------------------
+
+
+def test_classifier_reads_the_contract(model):
+    classifier = Classifier(model, providers=["CPUExecutionProvider"])
+    assert classifier.labels == COLOURS and classifier.image_size == SIZE
+    assert classifier.backend_name == "onnxruntime:CPUExecutionProvider"
+    prediction = classifier(solid("green", 40, 60))  # any size: resized and cropped first
+    assert isinstance(prediction, Prediction)
+    assert prediction.label == "green" and prediction.index == 1 and prediction.labels[0] == "green"
+    assert len(prediction.labels) == 3 and prediction.scores == tuple(sorted(prediction.scores, reverse=True))
+    assert prediction.to_dict()["label"] == "green"
+    assert classifier(solid("blue"), top_k=2).labels[0] == "blue" and len(classifier(solid("blue"), top_k=2).labels) == 2
+    assert [p.label for p in classifier([solid("red"), solid("blue")])] == ["red", "blue"]
+    bgr = Classifier(model, bgr=True)
+    assert bgr(solid("red")).label == "blue"  # a BGR reading of an RGB-red frame is blue
+
+
+def test_large_inputs_are_chunked(model):
+    frames = np.stack([solid(COLOURS[i % 3]) for i in range(11)])
+    whole = Classifier(model, batch_size=64).infer(frames)
+    chunked = Classifier(model, batch_size=3).infer(frames)
+    assert np.allclose(whole["probs"], chunked["probs"]) and chunked["probs"].shape == (11, 3)
+
+
+def test_fixed_batch_model_pads_the_last_chunk(tmp_path):
+    classifier = Classifier(contract_onnx(tmp_path / "fixed.onnx", clipedge_metadata(), fixed_batch=4), batch_size=32)
+    assert classifier.batch_size == 4
+    predictions = classifier(np.stack([solid(COLOURS[i % 3]) for i in range(6)]))
+    assert [p.label for p in predictions] == COLOURS * 2
+
+
+def test_rejection_threshold_gives_unknown(tmp_path):
+    strict = Classifier(contract_onnx(tmp_path / "strict.onnx", clipedge_metadata(rejection_threshold="0.99")))
+    grey = strict(np.full((SIZE, SIZE, 3), 128, np.uint8))  # no colour stands out: probabilities ≈ 1/3
+    assert grey.rejected and grey.label == "unknown" and grey.labels[0] in COLOURS
+    assert strict.rejection_threshold == 0.99
+    lenient = Classifier(contract_onnx(tmp_path / "lenient.onnx", clipedge_metadata(rejection_threshold="0.5")))
+    assert lenient(solid("red")).label == "red"
+    # energy: T·logsumexp(logits / T); a grey-128 frame has logits 12.8 each → 12.8 + log 3 ≈ 13.9
+    energy = clipedge_metadata(rejection_threshold="14.5", rejection_score="energy", temperature="1.0")
+    by_energy = Classifier(contract_onnx(tmp_path / "energy.onnx", energy))
+    assert by_energy(np.full((SIZE, SIZE, 3), 128, np.uint8)).rejected
+    assert not by_energy(solid("red")).rejected  # logits 22, 3, 3 → energy ≈ 22
+
+
+def test_classifier_is_safe_to_share_between_threads(model):
+    classifier = Classifier(model, batch_size=2)
+    frames = [solid(COLOURS[i % 3], 20 + i, 30) for i in range(9)]
+    expected = [p.label for p in classifier(frames)]
+    outcomes: list[list[str]] = []
+
+    def work() -> None:
+        for _ in range(5):
+            outcomes.append([p.label for p in classifier(frames)])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [expected] * 20 and expected == COLOURS * 3
+
+
+def plain_classifier_onnx(path: Path, output: str = "scores", input_type: int = TensorProto.UINT8) -> Path:
+    """A model from elsewhere: no clipedge metadata, one output of logits under its own name."""
+    model = onnx.load(str(contract_onnx(path, input_type=input_type)))
+    del model.graph.output[1]
+    del model.graph.node[-1]  # no softmax: the runtime computes probabilities from the one output
+    model.graph.node[-1].output[0] = output
+    model.graph.output[0].name = output
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_that_is_not_a_clipedge_export_needs_labels(tmp_path):
+    plain = plain_classifier_onnx(tmp_path / "plain.onnx")
+    with pytest.raises(ClipedgeError) as error:
+        Classifier(plain)
+    assert str(error.value) == (
+        f"model {plain}: not a clipedge export (metadata lacks class_names, image_size, input, outputs, precision); "
+        "to run it as a plain classifier of uint8 [N, S, S, 3] RGB frames, give its labels "
+        "(Classifier(path, labels=...) or --labels FILE)")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("rouge\nvert\n\nbleu\n")
+    for labels in (["rouge", "vert", "bleu"], labels_file, str(labels_file)):
+        classifier = Classifier(plain, labels=labels)
+        prediction = classifier(solid("blue", 40, 30))
+        assert classifier.labels == ["rouge", "vert", "bleu"] and classifier.image_size == SIZE
+        assert prediction.label == "bleu" and prediction.score == pytest.approx(1 / (1 + 2 * np.exp(-19)))
+    with pytest.raises(ClipedgeError, match="labels given names 2 classes but the model outputs 3"):
+        Classifier(plain, labels=["a", "b"])
+    with pytest.raises(ClipedgeError, match=r"input is float32 \[N, 16, 16, 3\]; expected uint8 \[N, S, S, 3\]"):
+        Classifier(plain_classifier_onnx(tmp_path / "float.onnx", input_type=TensorProto.FLOAT), labels=labels_file)
+    (tmp_path / "empty.txt").write_text("\n")
+    for labels, message in ((tmp_path / "empty.txt", "no class names"), (tmp_path / "absent.txt", "cannot read it")):
+        with pytest.raises(ClipedgeError, match=f"--labels {re.escape(str(labels))}: {message}"):
+            Classifier(plain, labels=labels)
+    partial = contract_onnx(tmp_path / "partial.onnx", {"class_names": json.dumps(COLOURS), "precision": "fp32"})
+    with pytest.raises(ClipedgeError, match=r"not a clipedge export \(metadata lacks image_size, input, outputs\)"):
+        Classifier(partial)
+
+
+def test_onnx_metadata_is_read_without_onnx(tmp_path):
+    path = contract_onnx(tmp_path / "m.onnx", clipedge_metadata(extra="ü ✓"))
+    assert read_onnx_metadata(path) == {e.key: e.value for e in onnx.load(str(path)).metadata_props}
+    assert read_onnx_metadata(contract_onnx(tmp_path / "bare.onnx")) == {}
+    (tmp_path / "junk.onnx").write_bytes(b"not a model at all")
+    assert read_onnx_metadata(tmp_path / "junk.onnx") is None
+
+
+def test_bad_models_fail_in_one_line(tmp_path):
+    whole = contract_onnx(tmp_path / "whole.onnx", clipedge_metadata()).read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(whole[: len(whole) // 2])
+    for name in ("external", "short"):  # the class matrix in a separate file, as onnx.save stores models over 2 GB
+        model = onnx.load(str(tmp_path / "whole.onnx"))
+        weights = next(tensor for tensor in model.graph.initializer if tensor.name == "weights")
+        (tmp_path / f"{name}.onnx.data").write_bytes(weights.raw_data)
+        set_external_data(weights, f"{name}.onnx.data", offset=0, length=len(weights.raw_data))
+        weights.data_location = TensorProto.EXTERNAL
+        weights.ClearField("raw_data")
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+    assert Classifier(tmp_path / "external.onnx")(solid("red")).label == "red"  # complete, it runs
+    (tmp_path / "external.onnx.data").unlink()
+    data = tmp_path / "short.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4])
+    cases = {
+        "no such file": tmp_path / "nope.onnx",
+        "not a valid ONNX model (truncated, or another format)": tmp_path / "junk.onnx",
+        "truncated.onnx: not a valid ONNX model (truncated, or another format)": tmp_path / "truncated.onnx",
+        "its weights live in external.onnx.data, which is missing beside it": tmp_path / "external.onnx",
+        "external data short.onnx.data is truncated": tmp_path / "short.onnx",
+        "expected a .onnx model or a .engine/.plan TensorRT engine": tmp_path / "model.tflite",
+        "input is float32 [N, 16, 16, 3]; expected uint8 [N, S, S, 3]":
+            contract_onnx(tmp_path / "float.onnx", input_type=TensorProto.FLOAT),
+        "metadata names 3 classes but the model outputs 5": contract_onnx(tmp_path / "five.onnx", clipedge_metadata(), classes=5),
+        "resize_mode 'fit' is not one of": contract_onnx(tmp_path / "fit.onnx", clipedge_metadata(resize_mode="fit")),
+    }
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    (tmp_path / "model.tflite").write_bytes(b"")
+    for message, path in cases.items():
+        with pytest.raises(ClipedgeError) as error:
+            Classifier(path)
+        assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ClipedgeError, match="provider NoSuchExecutionProvider: not available here"):
+        Classifier(contract_onnx(tmp_path / "ok.onnx", clipedge_metadata()), providers=["NoSuchExecutionProvider"])
+
+
+def test_wrong_frames_to_infer_name_what_was_expected(model):
+    classifier = Classifier(model)
+    for batch, got in ((np.zeros((2, SIZE, SIZE, 3), np.float32), "float32 [2, 16, 16, 3]"),
+                       (np.zeros((2, 3, SIZE, SIZE), np.uint8), "uint8 [2, 3, 16, 16]"),
+                       (np.zeros((SIZE, SIZE, 3), np.uint8), "uint8 [16, 16, 3]")):
+        with pytest.raises(ClipedgeError, match=rf"expected uint8 \[N, 16, 16, 3\], got {re.escape(got)}"):
+            classifier.infer(batch)
+
+
+# --- TensorRT engines (the logic that needs no GPU) -----------------------------------------------------------------
+
+
+def test_engine_for_another_gpu_or_tensorrt_is_refused(caplog):
+    sidecar = {"gpu_name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0"}
+    check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson AGX Orin", "8.7", "10.3.0")
+    with pytest.raises(ClipedgeError) as error:
+        check_compatible(Path("m.engine"), sidecar, "NVIDIA H100 80GB HBM3", "9.0", "10.3.0")
+    assert ("built for NVIDIA Jetson AGX Orin (compute 8.7) but this GPU is NVIDIA H100 80GB HBM3 (compute 9.0)"
+            in str(error.value)) and "\n" not in str(error.value)
+    with pytest.raises(ClipedgeError, match="built with TensorRT 10.3.0 but TensorRT 10.8.0 is installed"):
+        check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson AGX Orin", "8.7", "10.8.0")
+    check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson Orin NX", "8.7", "10.3.0")  # same architecture: a warning
+    assert "built on NVIDIA Jetson AGX Orin, running on NVIDIA Jetson Orin NX" in caplog.text
+    portable = {**sidecar, "build_flags": {"hardware_compatible": True, "version_compatible": True}}
+    check_compatible(Path("m.engine"), portable, "NVIDIA H100 80GB HBM3", "9.0", "10.8.0")  # TensorRT decides
+
+
+def test_engine_sidecar_problems(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine bytes")
+    with pytest.raises(ClipedgeError, match="missing model.engine.json"):
+        read_sidecar(engine)
+    (tmp_path / "model.engine.json").write_text("{broken")
+    with pytest.raises(ClipedgeError, match="not a valid JSON sidecar"):
+        read_sidecar(engine)
+    (tmp_path / "model.engine.json").write_text(json.dumps({"gpu_name": "x", "class_names": COLOURS}))
+    assert read_sidecar(engine)["class_names"] == COLOURS
+
+
+def test_engine_without_tensorrt_says_what_to_install(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        engine = tmp_path / "model.engine"
+        engine.write_bytes(b"engine bytes")
+        sidecar_path(engine).write_text(json.dumps({"class_names": COLOURS, **engine_fingerprint(engine)}))
+        with pytest.raises(ClipedgeError, match=r"TensorRT is not installed; pip install 'clipedge\[tensorrt\]'"):
+            Classifier(engine)
+    else:
+        pytest.skip("tensorrt is installed here: the engine path is covered by tests/test_engine_build.py")
+
+
+# --- commands ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def frames_folder(tmp_path) -> Path:
+    folder = tmp_path / "frames"
+    (folder / "nested").mkdir(parents=True)
+    for i, colour in enumerate(COLOURS):
+        Image.fromarray(solid(colour, 30, 40)).save(folder / f"{i}_{colour}.png")
+    Image.fromarray(solid("green", 24, 24)).save(folder / "nested" / "g.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    return folder
+
+
+def test_predict_command(model, frames_folder, tmp_path):
+    runner = CliRunner()
+    table = runner.invoke(main, ["predict", str(model), str(frames_folder), "--batch-size", "2"])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["image", "label", "score"] and len(lines) == 2 + 4
+    assert "skipped 2 file(s) that are not readable images: " in table.stderr
+    assert "notes.txt" in table.stderr and "broken.png" in table.stderr
+
+    as_json = json.loads(runner.invoke(main, ["predict", str(model), str(frames_folder), "--json", "--top-k", "2"]).stdout)
+    labels = {Path(p["path"]).name: p["label"] for p in as_json["predictions"]}
+    assert labels == {"0_red.png": "red", "1_green.png": "green", "2_blue.png": "blue", "g.jpg": "green"}
+    assert as_json["skipped"] == 2 and len(as_json["predictions"][0]["labels"]) == 2
+    assert as_json["backend"] == "onnxruntime:CPUExecutionProvider"
+
+    as_csv = runner.invoke(main, ["predict", str(model), str(frames_folder / "0_red.png"), "--csv", "--top-k", "2"]).stdout
+    header, row = as_csv.splitlines()
+    assert header == "path,label,score,label_2,score_2" and row.split(",")[1] == "red"
+
+
+def test_predict_command_errors(model, frames_folder, tmp_path):
+    runner = CliRunner()
+    for args, message in (
+        ([str(tmp_path / "none.onnx"), str(frames_folder)], "no such file"),
+        ([str(model), str(tmp_path / "nowhere")], "IMAGES"),
+        ([str(model), str(frames_folder / "notes.txt")], "no readable images"),
+        ([str(model), str(frames_folder), "--json", "--csv"], "choose one output format"),
+    ):
+        result = runner.invoke(main, ["predict", *args])
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_bench_command_json(model):
+    result = CliRunner().invoke(main, ["bench", str(model), "--batch", "1,4", "--iters", "5", "--warmup", "1",
+                                       "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [entry["batch"] for entry in report["results"]] == [1, 4] and report["threads"] == 1
+    for entry in report["results"]:
+        assert {"p50_ms", "p99_ms", "images_per_s"} <= set(entry["runtime"]) and "torch" not in entry
+        assert entry["runtime"]["p50_ms"] <= entry["runtime"]["p99_ms"]
+    table = CliRunner().invoke(main, ["bench", str(model), "--batch", "2", "--iters", "3", "--warmup", "0"])
+    assert table.exit_code == 0 and "images/s" in table.stdout
+    bad = CliRunner().invoke(main, ["bench", str(model), "--batch", "x"])
+    assert bad.exit_code == 2 and "--batch x: expected comma-separated whole numbers" in bad.stderr
+
+
+def test_measure_and_batches():
+    frames = np.zeros((4, 2, 2, 3), np.uint8)
+    m = measure(lambda f: f.sum(), frames, iterations=7, warmup=2)
+    assert m.batch == 4 and m.iterations == 7 and 0 < m.p50_ms <= m.p90_ms <= m.p99_ms and m.images_per_s > 0
+    both = measure_alternating({"fast": lambda f: None, "slow": lambda f: sum(range(20000))}, frames, 7, 1, rounds=3)
+    assert [m.iterations for m in both.values()] == [7, 7] and both["fast"].p50_ms < both["slow"].p50_ms
+    assert parse_batches("1, 8,32") == [1, 8, 32]
+    with pytest.raises(ClipedgeError, match="at least 1"):
+        parse_batches("0,2")
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+from pathlib import Path
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
+            raise ImportError(f"{name} is blocked: the runtime must not need it")
+sys.meta_path.insert(0, BlockTorch())
+"""
+
+
+def test_the_runtime_runs_without_torch(model, frames_folder):
+    """Classifier, predict and bench in a fresh interpreter where importing torch, torchvision or open_clip fails."""
+    code = BLOCK_TORCH + (
+        "from clipedge.runtime import Classifier\n"
+        f"print(Classifier({str(model)!r})({str(frames_folder / '2_blue.png')!r}).label)\n"
+        "from clipedge.cli import main\n"
+        f"main(['predict', {str(model)!r}, {str(frames_folder)!r}, '--json'], standalone_mode=False)\n"
+        f"main(['bench', {str(model)!r}, '--batch', '2', '--iters', '2', '--warmup', '0', '--baseline', {str(model)!r}],"
+        " standalone_mode=False)\n"
+        "from clipedge.runtime.backends.onnxruntime_backend import tensorrt_options\n"  # ONNX Runtime's TensorRT route
+        "from clipedge.runtime.onnx_metadata import read_onnx_metadata\n"
+        f"assert tensorrt_options(Path({str(model)!r}), read_onnx_metadata(Path({str(model)!r})))"
+        "['trt_profile_max_shapes'].endswith('x3')\n"
+        "leaked = [m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules]\n"
+        "assert not leaked, leaked\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "blue" and '"label": "red"' in result.stdout
+    compare = BLOCK_TORCH + f"from clipedge.cli import main\nmain(['bench', {str(model)!r}, '--compare-torch', 'RUN'])\n"
+    result = subprocess.run([sys.executable, "-c", compare], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--compare-torch needs PyTorch and open_clip" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runtime_sources_never_import_torch():
+    runtime = Path(__file__).resolve().parents[2] / "runtime"
+    offending = [f"{path.name}: {line.strip()}" for path in runtime.rglob("*.py") for line in path.read_text().splitlines()
+                 if line.lstrip().startswith(("import torch", "from torch", "import open_clip", "from open_clip",
+                                              "import torchvision", "from torchvision"))]
+    assert not offending
+
+
+# --- camera examples on the contract model (tests/test_examples.py runs them on an exported one) ------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_opencv_example_labels_a_written_video(model, tmp_path):
+    cv2 = pytest.importorskip("cv2", reason="the camera examples need opencv-python")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (40, 30))
+    colours = ["red", "green", "blue", "red", "green", "blue"]
+    for colour in colours:
+        writer.write(np.ascontiguousarray(solid(colour, 30, 40)[..., ::-1]))  # VideoWriter takes BGR
+    writer.release()
+    output = tmp_path / "labelled.avi"
+    result = subprocess.run([sys.executable, str(EXAMPLES / "opencv_camera.py"), "--model", str(model), "--source", str(video),
+                             "--output", str(output)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[2] for line in result.stdout.splitlines() if line.startswith("frame ")] == colours
+    assert int(cv2.VideoCapture(str(output)).get(cv2.CAP_PROP_FRAME_COUNT)) == len(colours)
+    missing = subprocess.run([sys.executable, str(EXAMPLES / "opencv_camera.py"), "--model", str(tmp_path / "none.onnx"),
+                              "--source", str(video)], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "Error: model" in missing.stderr and "no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_a_cpu_onnxruntime_shadowing_the_gpu_build_is_named(monkeypatch, caplog):
+    """pip installs onnxruntime and onnxruntime-gpu side by side (both ship one module); when the CPU build won,
+    the missing GPU provider is explained with the fix, not just reported as absent."""
+    from clipedge.runtime.backends import onnxruntime_backend as backend
+
+    cpu_only = ["CPUExecutionProvider"]
+    monkeypatch.setattr(backend, "_installed", lambda name: True)
+    with pytest.raises(ClipedgeError, match="both installed .* pip uninstall -y onnxruntime onnxruntime-gpu"):
+        backend.choose_providers(cpu_only, ["CUDAExecutionProvider"])
+    with caplog.at_level("WARNING", logger=backend.__name__):
+        assert backend.choose_providers(cpu_only, None) == cpu_only
+    assert "running on the CPU" in caplog.text
+    assert backend.shadowed_gpu_build(["CUDAExecutionProvider", *cpu_only]) == ""  # the GPU build won: nothing to say
+    monkeypatch.setattr(backend, "_installed", lambda name: name == "onnxruntime")
+    assert backend.shadowed_gpu_build(cpu_only) == ""  # a CPU-only install is not a problem

@@ -1,0 +1,542 @@
+"""Real-world image files: every decoder failure is that file's problem, C-library noise is summarised, EXIF
+orientation is applied everywhere files are read, huge files are refused before they allocate, and animations
+use their first frame.
+
+Each failure class is a file crafted here byte by byte, the way such files turn up in hand-collected folders
+(the exception each one raises was found by decoding them, and Pillow's corpus of fuzzer findings, with the
+installed Pillow).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_image, write_image_folder
+from PIL import Image
+from test_schemas import validate
+
+import clipedge
+from clipedge.cli import main
+from clipedge.core.images import DecodeOptions, UnreadableImage, check_image, load_rgb
+from clipedge.runtime.preprocessing.transform import prepare_frame
+
+TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--views", "1", "--epochs", "1"]
+EXIF_ORIENTATION = 0x0112
+
+
+# --- crafted files ------------------------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+
+def dds_with_fourcc(fourcc: bytes) -> bytes:
+    """A DDS header whose compressed pixel format (FourCC) Pillow does not implement."""
+    header = struct.pack("<7I", 124, 0x1 | 0x2 | 0x4 | 0x1000, 4, 4, 0, 0, 0) + bytes(44)
+    pixel_format = struct.pack("<2I", 32, 0x4) + fourcc + bytes(20)
+    return b"DDS " + header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + bytes(64)
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """name -> (content, the reason it must be skipped with): one file per decoder failure class."""
+    photo = make_image((200, 120, 40), np.random.default_rng(5), size=64)
+    jpeg, png = encoded(photo, "JPEG", quality=90), encoded(photo, "PNG")
+    pixels = png_chunk(b"IDAT", zlib.compress(b"\x00" + bytes(12)) * 4)
+    return {
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),  # passes the header check, fails to decode
+        "truncated.png": (png[: len(png) // 2], "truncated"),
+        "wrong_magic.jpg": (b"GIF89a" + bytes(40), "not-an-image"),
+        "empty.png": (b"", "empty"),
+        "bc7.dds": (dds_with_fourcc(b"ZZZ9"), "unsupported"),  # NotImplementedError in Pillow's DDS plugin
+        # a format Pillow identifies but cannot decode: it opens as a 0x0 image (the fast resize divided by zero)
+        "stub.bufr": (b"BUFR" + bytes(60), "unsupported"),
+        "no_frames.png": (png_header(128, 64) + png_chunk(b"acTL", bytes(8)) + png_chunk(b"IEND", b""), "corrupt"),
+        "huge.png": (png_header(100_000, 100_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
+        "large.png": (png_header(12_000, 12_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
+    }
+
+
+def add_bad_files(folder: Path, prefix: str = "") -> dict[str, str]:
+    """Write every bad file into ``folder``; file name -> expected reason."""
+    expected = {}
+    for name, (content, reason) in bad_files().items():
+        (folder / f"{prefix}{name}").write_bytes(content)
+        expected[f"{prefix}{name}"] = reason
+    return expected
+
+
+def damaged_fax_tiff(path: Path) -> Path:
+    """A Group 4 TIFF with damaged code words: libtiff decodes it but prints warnings on stderr."""
+    bits = (np.random.default_rng(0).random((64, 64)) > 0.5).astype(np.uint8) * 255
+    Image.fromarray(bits).convert("1").save(path, compression="group4")
+    data = bytearray(path.read_bytes())
+    with Image.open(path) as image:
+        offset, length = image.tag_v2[273], image.tag_v2[279]
+    offset, length = (value[0] if isinstance(value, tuple) else value for value in (offset, length))
+    data[offset + length // 3 : offset + length // 3 + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return path
+
+
+# --- decoding -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(bad_files()))
+def test_each_failure_class_has_its_reason(tmp_path, name):
+    content, reason = bad_files()[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UnreadableImage) as raised:
+        load_rgb(path)
+    assert raised.value.skipped.reason == reason and raised.value.skipped.path == path
+    assert name in str(raised.value) and reason in str(raised.value)
+    with pytest.raises(UnreadableImage):  # the runtime's fast path (JPEG draft) reads the declared size first
+        prepare_frame(path, 32, quality="fast")
+    found = check_image(path)
+    if name == "truncated.jpg":  # JPEG headers carry no length: only decoding finds the missing half
+        assert found is None
+    else:
+        assert found is not None and found.reason == reason
+
+
+def test_a_file_is_identified_the_same_whatever_was_opened_before(tmp_path):
+    """Pillow 13 registers the plugin of a file's extension first; after a .tga, TGA's lenient header check
+    claimed an .ico whose first entry's byte count happens to read as a TGA depth (this one: 90,275 bytes, third
+    byte 1), and the icon then failed to load. Each process below starts clean."""
+    icon = Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 150, 4), dtype=np.uint8), "RGBA")
+    png = encoded(icon, "PNG")
+    assert len(png) >> 16 == 1  # the case: TGA reads byte 16 of the file as its pixel depth
+    ico = tmp_path / "icon.ico"
+    ico.write_bytes(struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 150, 150, 0, 0, 1, 32, len(png), 22) + png)
+    icon.convert("RGB").save(tmp_path / "first.tga")
+    opens = f"from PIL import Image; Image.open({str(tmp_path / 'first.tga')!r}).load()"
+    plain = subprocess.run([sys.executable, "-c", f"{opens}; print(Image.open({str(ico)!r}).format)"],
+                           capture_output=True, text=True, check=True)
+    assert plain.stdout.strip() == "TGA"  # the test can tell: Pillow alone misidentifies it
+    ours = subprocess.run([sys.executable, "-c", f"{opens}; from clipedge.images import load_rgb; "
+                                                 f"print(load_rgb({str(ico)!r}).size)"],
+                          capture_output=True, text=True, check=True)
+    assert ours.stdout.strip() == "(150, 150)"
+
+
+def test_errors_not_about_the_file_propagate(tmp_path, monkeypatch):
+    good = tmp_path / "good.png"
+    make_image((10, 20, 30), np.random.default_rng(0)).save(good)
+    for error in (MemoryError, KeyboardInterrupt, TypeError):
+        def fail(*args, error=error, **kwargs):
+            raise error("not the file's fault")
+
+        monkeypatch.setattr(Image.Image, "load", fail)
+        with pytest.raises(error):
+            load_rgb(good)
+    monkeypatch.undo()
+    assert load_rgb(good).size == (40, 40)
+
+
+def test_declared_size_is_refused_before_any_pixels_are_allocated(tmp_path):
+    """Under an address-space cap far below the pixel buffer, Pillow alone dies of MemoryError; load_rgb refuses
+    from the header. A subprocess, because the cap is process-wide."""
+    for name in ("huge.png", "large.png"):
+        (tmp_path / name).write_bytes(bad_files()[name][0])
+    script = f"""
+import resource, sys
+from pathlib import Path
+from PIL import Image
+from clipedge.images import UnreadableImage, load_rgb
+with open("/proc/self/statm") as statm:
+    used = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + (200 << 20), resource.RLIM_INFINITY))
+folder = Path({str(tmp_path)!r})
+for name in ("huge.png", "large.png"):
+    try:
+        load_rgb(folder / name)
+    except UnreadableImage as error:
+        print(name, error.skipped.reason)
+Image.MAX_IMAGE_PIXELS = None
+try:
+    Image.open(folder / "large.png").load()
+except MemoryError:
+    print("pillow alone: MemoryError")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["huge.png too-large", "large.png too-large", "pillow alone: MemoryError"]
+
+
+def test_max_image_pixels_is_configurable(tmp_path):
+    path = tmp_path / "photo.png"
+    make_image((90, 90, 90), np.random.default_rng(0), size=64).save(path)
+    with pytest.raises(UnreadableImage, match=r"too-large: 64x64 = 4,096 pixels, above the limit of 4,000"):
+        load_rgb(path, DecodeOptions(max_pixels=4000))
+    assert load_rgb(path, DecodeOptions(max_pixels=4096)).size == (64, 64)
+    large = tmp_path / "large.png"
+    large.write_bytes(bad_files()["large.png"][0])  # 144 MP, above twice Pillow's own limit when raised ...
+    with pytest.raises(UnreadableImage) as raised:
+        load_rgb(large, DecodeOptions(max_pixels=200_000_000))
+    assert raised.value.skipped.reason == "truncated"  # ... is then decoded, and found to lack its pixels
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's own setting is left as it was
+
+
+def test_animations_and_multi_page_files_use_the_first_frame(tmp_path):
+    colours = [(250, 0, 0), (0, 0, 250), (0, 250, 0)]
+    frames = [Image.new("RGB", (20, 10), colour) for colour in colours]
+    for name in ("anim.gif", "anim.png", "anim.webp", "pages.tiff"):
+        path = tmp_path / name
+        frames[0].save(path, save_all=True, append_images=frames[1:], **({"lossless": True} if name.endswith("webp") else {}))
+        with Image.open(path) as image:
+            assert getattr(image, "n_frames", 1) == 3, name
+        pixel = np.asarray(load_rgb(path))[5, 10]
+        assert np.abs(pixel.astype(int) - colours[0]).max() <= 8, (name, pixel)
+
+
+# --- C-library messages -------------------------------------------------------------------------------------------
+
+
+def test_libtiff_warnings_are_captured_per_file_and_summarised(tmp_path, capfd):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    damaged_fax_tiff(folder / "fax.tif")
+    make_image((200, 30, 30), np.random.default_rng(1)).save(folder / "red.png")
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+    result = CliRunner().invoke(main, ["predict", str(model), str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "1 file(s) produced decoder warnings; --verbose lists them" in result.stderr
+    assert "Fax4Decode" not in result.output + capfd.readouterr().err  # nothing reached the terminal raw
+    verbose = CliRunner().invoke(main, ["-v", "predict", str(model), str(folder)])
+    assert verbose.exit_code == 0
+    assert f"{folder / 'fax.tif'}: Fax4Decode: Bad code word" in verbose.stderr
+    assert "Fax4Decode" not in capfd.readouterr().err
+
+
+def test_outside_a_command_decoding_leaves_the_process_alone(tmp_path, capfd):
+    """A library user (a Classifier in a camera loop, a served model): fd 2 is not redirected, so another thread's
+    output is never taken for a decoder's, decodes do not take turns, and nothing accumulates."""
+    import threading
+
+    from clipedge.core.images import DECODER_MESSAGES
+
+    fax = damaged_fax_tiff(tmp_path / "fax.tif")
+    other_thread = threading.Thread(target=lambda: print("heartbeat", file=sys.stderr, flush=True))
+    for _ in range(3):
+        load_rgb(fax)
+    other_thread.start()
+    other_thread.join()
+    assert DECODER_MESSAGES.files() == {}
+    assert "heartbeat" in capfd.readouterr().err
+
+
+def test_no_stderr_sink_means_no_capture_and_no_leak(tmp_path, monkeypatch):
+    from clipedge.core import images
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    good = tmp_path / "good.png"
+    make_image((10, 20, 30), np.random.default_rng(0)).save(good)
+    monkeypatch.setattr(images._SINK, "pid", -1)  # the sink is (re)made on next use
+    monkeypatch.setattr(images.tempfile, "mkstemp", no_space)
+    before = len(os.listdir("/proc/self/fd"))
+    with images.capturing_decoder_messages():
+        for _ in range(4):
+            assert load_rgb(good).size == (40, 40) and check_image(good) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_errors_about_the_machine_are_not_blamed_on_the_file(tmp_path, monkeypatch):
+    good = tmp_path / "good.png"
+    make_image((10, 20, 30), np.random.default_rng(0)).save(good)
+
+    def too_many_open_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(Image, "open", too_many_open_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        load_rgb(good)
+    with pytest.raises(OSError, match="Too many open files"):
+        check_image(good)
+
+
+# --- a whole run --------------------------------------------------------------------------------------------------
+
+
+def test_methods_without_augmentation_leave_failed_files_out_of_the_split(tmp_path):
+    """zero-shot (like linear-probe's official recipe) encodes training images with the eval transform: a file
+    that fails there is recorded and left out of split.json as with augmented views."""
+    data = write_image_folder(tmp_path / "data", per_class=6)
+    broken = bad_files()["truncated.jpg"][0]  # passes the scan's header check, fails to decode
+    classes = sorted(folder for folder in data.iterdir() if folder.is_dir())
+    for folder in classes:
+        (folder / "broken.jpg").write_bytes(broken)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--method", "zero-shot",
+                                       "--backbone", "test-tiny-vit", "--pretrained", "none"])
+    assert result.exit_code == 0, result.output
+    listed = {Path(row[0]).name for rows in json.loads((tmp_path / "run" / "split.json").read_text()).values()
+              for row in rows}
+    assert "broken.jpg" not in listed
+    entries = json.loads((tmp_path / "run" / "skipped.json").read_text())["files"]
+    assert sorted(Path(e["path"]).parent.name for e in entries) == [folder.name for folder in classes]
+    assert {e["reason"] for e in entries} == {"truncated"}
+
+
+def skipped_reasons(run: Path) -> dict[str, str]:
+    return {Path(entry["path"]).name: entry["reason"] for entry in json.loads((run / "skipped.json").read_text())["files"]}
+
+
+@pytest.fixture(scope="module")
+def run_with_bad_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-files")
+    data = write_image_folder(root / "data", per_class=10)
+    expected = {**add_bad_files(data / "red", "red_"), **add_bad_files(data / "green", "green_")}
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(root / "run"), "--shots", "16", *TINY])
+    return root / "run", data, expected, result
+
+
+def test_training_completes_and_lists_every_bad_file(run_with_bad_files):
+    run, _, expected, result = run_with_bad_files
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert skipped_reasons(run) == expected
+    manifest = json.loads((run / "clipedge.json").read_text())
+    assert manifest["data"]["skipped_files"] == len(expected) and manifest["data"]["skipped_list"] == "skipped.json"
+    assert manifest["decoding"] == {"exif_transpose": True, "max_image_pixels": Image.MAX_IMAGE_PIXELS}
+    stages = {Path(e["path"]).name: e["stage"] for e in json.loads((run / "skipped.json").read_text())["files"]}
+    assert stages["red_truncated.jpg"] == "features" and stages["red_empty.png"] == "scan"
+    listed = {Path(row[0]).name for rows in json.loads((run / "split.json").read_text()).values() for row in rows}
+    assert not listed & set(expected), "split.json must not list a file that failed to decode"
+
+
+def test_later_steps_never_decode_a_skipped_file(run_with_bad_files, monkeypatch):
+    """eval, export (its parity gate), calibrate and INT8 calibration sampling complete; none decodes a file that
+    training skipped. A test image damaged after training (the issue's truncated JPEG in the parity gate) is
+    skipped by the first step that decodes it, recorded, and never decoded again."""
+    from PIL import ImageFile
+
+    from clipedge.calibration.int8_images import calibration_images
+
+    run, data, expected, _ = run_with_bad_files
+    victim = data / json.loads((run / "split.json").read_text())["test"][0][0]
+    original_bytes = victim.read_bytes()
+    decoded: list[Path] = []
+    original_load = ImageFile.ImageFile.load
+
+    def spy(image):
+        decoded.append(Path(image.filename).resolve())
+        return original_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    runner = CliRunner()
+    try:
+        victim.write_bytes(bad_files()["truncated.jpg"][0])
+        for args in (["export", str(run), "--out", str(run / "m.onnx")], ["eval", str(run)], ["calibrate", str(run)]):
+            result = runner.invoke(main, args)
+            assert result.exit_code == 0, (args, result.output)
+        calibration_images(clipedge.load_run(run), count=8)
+    finally:
+        victim.write_bytes(original_bytes)
+    assert decoded and not {path.name for path in decoded} & set(expected)
+    assert decoded.count(victim.resolve()) == 1
+    entry = [e for e in json.loads((run / "skipped.json").read_text())["files"] if Path(e["path"]) == victim]
+    assert entry and entry[0]["reason"] == "truncated" and entry[0]["stage"] == "export"
+
+
+def test_eval_on_a_folder_and_int8_calibration_folder_skip_with_reasons(run_with_bad_files):
+    run, data, expected, _ = run_with_bad_files
+    result = CliRunner().invoke(main, ["eval", str(run), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
+    validate(report, "eval")
+    validate(json.loads((run / "clipedge.json").read_text()), "manifest")
+    from clipedge.calibration.int8_images import calibration_images
+
+    images = calibration_images(clipedge.load_run(run), data, count=100)
+    assert images.skipped == len(expected)
+    assert len(images.calibration) + len(images.selection) == 30
+
+
+def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    expected = add_bad_files(folder)
+    make_image((200, 30, 30), np.random.default_rng(1)).save(folder / "red.png")
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+    result = CliRunner().invoke(main, ["predict", str(model), str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    validate(report, "predict")
+    assert [Path(p["path"]).name for p in report["predictions"]] == ["red.png"]
+    assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
+    assert f"skipped {len(expected)} file(s)" in result.stderr and "bc7.dds (unsupported)" in result.stderr
+    assert "decoder warnings" not in result.stderr  # a skipped file is reported by its reason alone
+
+
+def test_the_runtime_applies_the_pixel_limit_its_training_recorded(tmp_path):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    from clipedge.runtime import Classifier
+
+    path = tmp_path / "photo.png"
+    make_image((200, 30, 30), np.random.default_rng(1), size=64).save(path)  # 4,096 pixels
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata(max_image_pixels="4000"))
+    with pytest.raises(UnreadableImage, match="too-large"):
+        Classifier(model)(path)
+    assert Classifier(model, max_image_pixels=5000)(path).label  # an explicit limit overrides the recorded one
+
+
+def test_predict_json_lists_the_reasons_when_no_file_decodes(tmp_path):
+    from test_runtime import clipedge_metadata, contract_onnx
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    expected = add_bad_files(folder)
+    model = contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+    result = CliRunner().invoke(main, ["predict", str(model), str(folder), "--json"])
+    assert result.exit_code == 2 and "no readable images" in result.stderr and "Traceback" not in result.output
+    report = json.loads(result.stdout)  # still one complete document, for the program reading it
+    assert report["predictions"] == [] and report["skipped"] == len(expected)
+    assert {Path(s["path"]).name: s["reason"] for s in report["skipped_files"]} == expected
+
+
+# --- EXIF orientation ---------------------------------------------------------------------------------------------
+
+#: how to store an upright picture so that a viewer applying EXIF ``orientation`` shows it upright again
+STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def photo() -> Image.Image:
+    from skimage import data as skimage_data
+
+    return Image.fromarray(skimage_data.chelsea()).resize((150, 100), Image.Resampling.LANCZOS)
+
+
+def write_orientations(folder: Path, upright: Image.Image) -> list[Path]:
+    """The same photograph as a camera would write it in each of the 8 EXIF orientations."""
+    folder.mkdir(parents=True)
+    paths = []
+    for orientation, transpose in STORED_AS.items():
+        exif = Image.Exif()
+        exif[EXIF_ORIENTATION] = orientation
+        stored = upright if transpose is None else upright.transpose(transpose)
+        stored.save(folder / f"orientation{orientation}.jpg", quality=98, subsampling=0, exif=exif.tobytes())
+        paths.append(folder / f"orientation{orientation}.jpg")
+    return paths
+
+
+def test_the_8_orientations_give_the_same_training_features(tmp_path):
+    import torch
+
+    from clipedge.backbone import load_backbone
+    from clipedge.data import Sample
+    from clipedge.features import extract_features
+
+    torch.set_num_threads(1)
+    samples = [Sample(p, p.name, 0) for p in write_orientations(tmp_path / "exif", photo())]
+    backbone = load_backbone("clipedge-tiny")
+
+    def similarity_to_upright(decoding: DecodeOptions) -> np.ndarray:
+        features = torch.nn.functional.normalize(extract_features(backbone, samples, progress=False,
+                                                                  decoding=decoding).features, dim=-1)
+        return (features @ features[0]).numpy()
+
+    assert similarity_to_upright(DecodeOptions()).min() > 0.995  # JPEG noise only
+    assert similarity_to_upright(DecodeOptions(exif_transpose=False)).min() < 0.99  # the test can tell
+
+
+@pytest.fixture(scope="module")
+def orientation_model(tmp_path_factory):
+    """clipedge-tiny with CLIP-Adapter trained to tell upright crops of the photograph from sideways ones: a model
+    that notices when orientation is lost."""
+    root = tmp_path_factory.mktemp("orientation")
+    upright = photo()
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        left, top = rng.integers(0, 50), rng.integers(0, 20)
+        crop = upright.crop((left, top, left + 100, top + 80))
+        (root / "data" / "upright").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "sideways").mkdir(parents=True, exist_ok=True)
+        crop.save(root / "data" / "upright" / f"{index}.png")
+        crop.transpose(Image.Transpose.ROTATE_90 if index % 2 else Image.Transpose.ROTATE_270).save(
+            root / "data" / "sideways" / f"{index}.png")
+    clipedge.train(root / "data", root / "run", method="clip-adapter", shots=16, views=2, recipe="fast", progress=False)
+    from clipedge.export import export_model
+
+    return export_model(root / "run", parity_count=8).artifact, root
+
+
+def test_the_8_orientations_give_the_same_prediction_in_predict(orientation_model):
+    model, root = orientation_model
+    paths = write_orientations(root / "exif", photo())
+    runner = CliRunner()
+
+    def predictions(*options: str) -> tuple[list[str], np.ndarray]:
+        result = runner.invoke(main, ["predict", str(model), *map(str, paths), "--json", "--top-k", "2", *options])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["predictions"]
+        probs = np.array([[dict(zip(r["labels"], r["scores"]))[name] for name in ("sideways", "upright")] for r in rows])
+        return [r["label"] for r in rows], probs
+
+    labels, probs = predictions()
+    assert labels == ["upright"] * 8
+    assert np.abs(probs - probs[0]).max() < 0.05  # JPEG noise only (measured: 0.025)
+    stored_labels, stored_probs = predictions("--no-exif-transpose")
+    assert stored_labels[5] == "sideways"  # orientation 6: stored rotated by a quarter turn
+    assert np.abs(stored_probs - stored_probs[0]).max() > 0.3  # the test can tell (measured: 0.56)
+
+
+def test_exif_choice_travels_from_training_to_the_model(orientation_model, tmp_path):
+    from clipedge.runtime import Classifier
+    from clipedge.runtime.contract import read_contract
+
+    model, root = orientation_model
+    classifier = Classifier(model)
+    assert classifier.metadata["exif_transpose"] == "true" and classifier.decoding.exif_transpose
+    assert read_contract(classifier.metadata, model).exif_transpose
+    assert not Classifier(model, exif_transpose=False).decoding.exif_transpose
+    off = tmp_path / "off"
+    assert classifier.decoding.pixel_limit == Image.MAX_IMAGE_PIXELS  # the limit training used, recorded
+    result = CliRunner().invoke(main, ["train", str(root / "data"), "--out", str(off), "--method", "zero-shot",
+                                       "--no-exif-transpose", "--max-image-pixels", "150000000"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((off / "clipedge.json").read_text())["decoding"] == {"exif_transpose": False,
+                                                                          "max_image_pixels": 150_000_000}
+    from clipedge.export.metadata import model_metadata
+
+    metadata = model_metadata(clipedge.load_run(off), "fp32", False, None, 18)
+    assert metadata["exif_transpose"] is False and metadata["max_image_pixels"] == 150_000_000
+
+
+def test_camera_frames_are_never_transposed(orientation_model):
+    from clipedge.runtime import Classifier
+
+    model, root = orientation_model
+    sideways = np.ascontiguousarray(np.asarray(photo().transpose(Image.Transpose.ROTATE_90)))
+    classifier = Classifier(model)
+    assert classifier(sideways).label == "sideways"  # an array has no EXIF: used exactly as given
