@@ -9,7 +9,6 @@ The vocabulary ``bpe_simple_vocab_16e6.txt.gz`` next to this file is OpenAI CLIP
 open_clip ships the same bytes. It is copied here so the runtime never reads it from an open_clip install.
 """
 
-from .tokenizer import (CLIP_BPE_KIND, DEFAULT_VOCAB_PATH, ClipTokenizer, tokenizer_from_spec,
-                        vocab_sha256)
+from .tokenizer import CLIP_BPE_KIND, DEFAULT_VOCAB_PATH, ClipTokenizer, tokenizer_from_spec, vocab_sha256
 
 __all__ = ["CLIP_BPE_KIND", "DEFAULT_VOCAB_PATH", "ClipTokenizer", "tokenizer_from_spec", "vocab_sha256"]

@@ -27,9 +27,11 @@ import functools
 import gzip
 import hashlib
 import html
+import itertools
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import ftfy
 import numpy as np
@@ -126,7 +128,7 @@ class _Vocabulary:
         ranks = self.ranks
         while len(parts) > 1:
             best, best_rank = None, math.inf
-            for pair in zip(parts, parts[1:]):
+            for pair in itertools.pairwise(parts):
                 rank = ranks.get(pair, math.inf)
                 if rank < best_rank:
                     best, best_rank = pair, rank

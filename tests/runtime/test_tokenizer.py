@@ -159,7 +159,8 @@ def test_decode_equals_open_clip():
     reference = SimpleTokenizer()
     ours = ClipTokenizer()
     for _ in range(300):
-        ids = [rng.choice([rng.randrange(512), rng.randrange(49408), 0, 49406, 49407]) for _ in range(rng.randint(0, 30))]
+        ids = [rng.choice([rng.randrange(512), rng.randrange(49408), 0, 49406, 49407])
+               for _ in range(rng.randint(0, 30))]
         assert ours.decode(ids) == reference.decode(ids), ids
     assert ours.decode(np.array([320, 1929, 269], dtype=np.int32)) == "a dog . "
 
