@@ -30,8 +30,9 @@ PACKAGE_DIR = discover_packages()
 
 X86 = "platform_machine == 'x86_64' or platform_machine == 'AMD64'"
 
-# The runtime needs only these; `clipedge predict` and `clipedge bench` run on them alone.
-RUNTIME_REQUIRES = ["numpy", "pillow", "onnxruntime", "click", "tqdm"]
+# The runtime needs only these; `clipedge predict` and `clipedge bench` run on them alone. ftfy and regex: the
+# torch-free CLIP tokenizer (clipedge.runtime.text) cleans and splits text exactly as open_clip does with them.
+RUNTIME_REQUIRES = ["numpy", "pillow", "onnxruntime", "click", "tqdm", "ftfy", "regex"]
 # `clipedge serve` / `clipedge repository` and grpc:// / http:// models: the wheel bundles tritonserver 2.51 with its
 # python backend (CPU-capable) and pins numpy<2, which every other dependency here accepts (opencv resolves to 4.x).
 SERVE_REQUIRES = ["nvidia-pytriton==0.7.0", "tritonclient[grpc,http]"]
@@ -46,7 +47,8 @@ setup(
     packages=sorted(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
     package_data={"clipedge": ["model_configs/*.json", "weights/*.safetensors", "weights/*.md"],
-                  "clipedge.runtime.schemas": ["*.schema.json"]},
+                  "clipedge.runtime.schemas": ["*.schema.json"],
+                  "clipedge.runtime.text": ["*.txt.gz"]},
     install_requires=[
         # Checked by installing: torch 2.6.0 trains (CPU fused AdamW) and evaluates, but its dynamo ONNX exporter
         # fails on the fused model (numel() on symbolic sizes); 2.14.1 exports. Versions between were not checked.
