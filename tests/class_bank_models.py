@@ -22,7 +22,7 @@ from clipedge.runtime.classes import ClassBank, bank_path_for, save_bank
 from clipedge.runtime.text.tokenizer import ClipTokenizer
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
-           "purple": (140, 30, 160), "orange": (240, 140, 20), "grey": (128, 128, 128)}
+           "purple": (140, 30, 160), "orange": (240, 120, 20)}
 SIZE, DIM, CONTEXT = 16, 8, 16
 TEMPLATES = ["a photo of a {}.", "a picture of a {}."]
 
@@ -39,7 +39,8 @@ class Encoder:
     @classmethod
     def make(cls, seed: int = 0) -> Encoder:
         rng = np.random.default_rng(seed)
-        return cls(rng.normal(size=(3, DIM)).astype(np.float32), rng.normal(scale=0.3, size=DIM).astype(np.float32))
+        projection = rng.normal(size=(3, DIM)).astype(np.float32)  # centred colours: grey-ish at the origin
+        return cls(projection, (-0.5 * projection.sum(0) + rng.normal(scale=0.02, size=DIM)).astype(np.float32))
 
     def raw(self, rgb: np.ndarray) -> np.ndarray:
         return (np.asarray(rgb, dtype=np.float32) / 255.0) @ self.projection + self.offset
