@@ -225,10 +225,12 @@ class Classifier:
                                 "with `clipedge export RUN --adaptable` to change classes on the device")
         return self.classes
 
-    def add_class(self, name: str, images: Any = None, prompt: str | None = None, replace: bool = False) -> LearnedClass:
+    def add_class(self, name: str, images: Any = None, prompt: str | None = None, replace: bool = False,
+                  by_name: bool | None = None) -> LearnedClass:
         """Learn class ``name``: by name (``images`` None: the bank's templates, or ``prompt``, through the text
         model), from ``images`` (files, folders, or any accepted frames; their embeddings in one batched call), or
-        from both when ``prompt`` is given with images. In memory; :meth:`save_classes` writes it."""
+        from both (images with ``prompt``, or with ``by_name=True`` for the bank's templates). In memory;
+        :meth:`save_classes` writes it."""
         classes = self._bank()
         check_new_name(classes.bank, name, replace)  # before any image is decoded or run
         embeddings, skipped = None, ()
@@ -239,7 +241,11 @@ class Classifier:
             else:
                 frames = self.prepare(images)[0]
             embeddings = self.infer(frames)[EMBEDDINGS]
-        learned = classes.add(name, embeddings, images is None or prompt is not None, prompt, replace)
+        if by_name is None:
+            by_name = images is None or prompt is not None
+        if not by_name and images is None:
+            raise ClipedgeError(f"class {name!r}: by_name=False needs images to learn from")
+        learned = classes.add(name, embeddings, by_name, prompt, replace)
         self.labels = list(classes.bank.names)
         return dataclasses.replace(learned, skipped=skipped)
 
