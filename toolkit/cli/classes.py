@@ -7,6 +7,7 @@ the bank sees the old classes or the new ones. Every refusal is one line, exit s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,34 +19,39 @@ from .options import providers_option
 SOURCES = {"trained": "trained", "name": "by name", "images": "from images", "name+images": "name + images"}
 
 
-def open_classifier(ctx: click.Context):
+def bank_options(command: Callable) -> Callable:
+    """``--bank`` and ``--provider`` on every subcommand (a group's own options would have to precede MODEL)."""
+    command = click.option("--bank", type=click.Path(path_type=Path),
+                           help="The class bank to read and write (default: MODEL's own, MODEL.classes.npz).")(command)
+    return providers_option()(command)
+
+
+def open_classifier(ctx: click.Context, bank: Path | None, providers: tuple[str, ...]):
     from clipedge.runtime import Classifier
 
-    return Classifier(ctx.obj["model"], providers=ctx.obj["providers"], classes=ctx.obj["bank"])
+    return Classifier(ctx.obj["model"], providers=list(providers) or None, classes=bank)
 
 
 @click.group("classes")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--bank", type=click.Path(path_type=Path),
-              help="The class bank to read and write (default: MODEL's own, MODEL.classes.npz beside it).")
-@providers_option()
 @click.pass_context
-def classes_command(ctx: click.Context, model: Path, bank: Path | None, providers: tuple[str, ...]) -> None:
+def classes_command(ctx: click.Context, model: Path) -> None:
     """List, add, remove and rename the classes of an adaptable MODEL (`clipedge export RUN --adaptable`),
     without PyTorch and without re-exporting; the class bank is rewritten atomically."""
-    ctx.obj = {"model": model, "bank": bank, "providers": list(providers) or None}
+    ctx.obj = {"model": model}
 
 
 @classes_command.command("list")
+@bank_options
 @click.pass_context
-def list_command(ctx: click.Context) -> None:
+def list_command(ctx: click.Context, bank: Path | None, providers: tuple[str, ...]) -> None:
     """The classes in row order, with where each came from."""
-    with open_classifier(ctx) as classifier:
-        bank, path = classifier.classes.bank, classifier.classes.path
+    with open_classifier(ctx, bank, providers) as classifier:
+        classes, path = classifier.classes.bank, classifier.classes.path
     rows = [(i, name, SOURCES[entry["source"]], entry["images"], entry["templates"], entry["prompt"] or "",
-             entry["revision"]) for i, (name, entry) in enumerate(zip(bank.names, bank.provenance))]
-    click.echo(f"{path}: {len(bank.names)} classes, revision {bank.revision}, head {bank.head_kind} "
-               f"({bank.rows} rows){f', {len(bank.cache_labels)} cache keys' if bank.has_cache else ''}")
+             entry["revision"]) for i, (name, entry) in enumerate(zip(classes.names, classes.provenance))]
+    click.echo(f"{path}: {len(classes.names)} classes, revision {classes.revision}, head {classes.head_kind} "
+               f"({classes.rows} rows){f', {len(classes.cache_labels)} cache keys' if classes.has_cache else ''}")
     click.echo(format_table(["#", "class", "source", "images", "templates", "prompt", "revision"], rows))
 
 
@@ -57,11 +63,12 @@ def list_command(ctx: click.Context) -> None:
                                "with --images, the class combines both.")
 @click.option("--with-name", is_flag=True, help="With --images: also embed NAME through the bank's templates.")
 @click.option("--replace", is_flag=True, help="Replace the class if NAME exists (its row position is kept).")
+@bank_options
 @click.pass_context
 def add_command(ctx: click.Context, name: str, images: tuple[Path, ...], prompt: str | None, with_name: bool,
-                replace: bool) -> None:
+                replace: bool, bank: Path | None, providers: tuple[str, ...]) -> None:
     """Add class NAME: by name through the exported text model, from example --images, or both."""
-    with open_classifier(ctx) as classifier:
+    with open_classifier(ctx, bank, providers) as classifier:
         by_name = True if with_name or not images or prompt is not None else None
         learned = classifier.add_class(name, list(images) or None, prompt, replace, by_name=by_name)
         for skipped in learned.skipped:
@@ -78,10 +85,11 @@ def add_command(ctx: click.Context, name: str, images: tuple[Path, ...], prompt:
 
 @classes_command.command("remove")
 @click.argument("name")
+@bank_options
 @click.pass_context
-def remove_command(ctx: click.Context, name: str) -> None:
+def remove_command(ctx: click.Context, name: str, bank: Path | None, providers: tuple[str, ...]) -> None:
     """Remove class NAME (its row and cache keys)."""
-    with open_classifier(ctx) as classifier:
+    with open_classifier(ctx, bank, providers) as classifier:
         classifier.remove_class(name)
         path = classifier.save_classes()
         left = len(classifier.labels)
@@ -91,10 +99,11 @@ def remove_command(ctx: click.Context, name: str) -> None:
 @classes_command.command("rename")
 @click.argument("old")
 @click.argument("new")
+@bank_options
 @click.pass_context
-def rename_command(ctx: click.Context, old: str, new: str) -> None:
+def rename_command(ctx: click.Context, old: str, new: str, bank: Path | None, providers: tuple[str, ...]) -> None:
     """Call class OLD NEW from now on (its row, images and cache keys stay)."""
-    with open_classifier(ctx) as classifier:
+    with open_classifier(ctx, bank, providers) as classifier:
         classifier.rename_class(old, new)
         path = classifier.save_classes()
     click.echo(f"renamed class {old!r} to {new.strip()!r} in {path}")
