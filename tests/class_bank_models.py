@@ -62,9 +62,9 @@ def colour_frames(name: str, count: int, seed: int = 0, noise: float = 25.0) -> 
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def write_colour_folder(folder: Path, name: str, count: int, seed: int = 0) -> Path:
+def write_colour_folder(folder: Path, name: str, count: int, seed: int = 0, noise: float = 25.0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(colour_frames(name, count, seed)):
+    for i, frame in enumerate(colour_frames(name, count, seed, noise)):
         Image.fromarray(frame).save(folder / f"{name}_{i}.png")
     return folder
 
