@@ -9,7 +9,6 @@ given). For parallel throughput on a GPU, create one Classifier per thread.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Sequence
@@ -21,18 +20,12 @@ import numpy as np
 
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import DecodeOptions
-from clipedge.runtime.classes.class_images import decode_class_images, is_file_input
-from clipedge.runtime.classes.learning import LearnedClass, check_new_name
+from clipedge.runtime.classes.editing import ClassEditing
 from clipedge.runtime.classes.model_classes import EMBEDDINGS, ModelClasses, is_adaptable
 from clipedge.runtime.classes.readout import probabilities
 from clipedge.runtime.preprocessing.boxes import check_boxes, crop_boxes
 from clipedge.runtime.preprocessing.frames import prepare_camera_frames
-from clipedge.runtime.preprocessing.transform import (
-    check_resize_quality,
-    prepare_batch,
-    prepare_files,
-    prepare_whole_frame,
-)
+from clipedge.runtime.preprocessing.transform import check_resize_quality, prepare_batch, prepare_whole_frame
 from clipedge.runtime.rejection import REJECTION_SCORES, confidence
 
 from .backends import Backend, is_server_url, open_backend
@@ -77,7 +70,7 @@ class Prediction:
         return {"label": self.label, "score": self.score, **asdict(self)}
 
 
-class Classifier:
+class Classifier(ClassEditing):
     """Load an exported model and classify frames; see the module docstring for thread safety.
 
     ``path``: ``.onnx`` (onnxruntime; provider order TensorRT EP, CUDA EP, CPU,
@@ -218,50 +211,6 @@ class Classifier:
             return class_scores(outputs)
         logits = self.classes.logits(outputs[EMBEDDINGS])
         return {**outputs, "logits": logits, "probs": probabilities(logits, self.temperature)}
-
-    def _bank(self) -> ModelClasses:
-        if self.classes is None:
-            raise ClipedgeError(f"model {self.path}: not adaptable, its classes are fixed in the graph; export it "
-                                "with `clipedge export RUN --adaptable` to change classes on the device")
-        return self.classes
-
-    def add_class(self, name: str, images: Any = None, prompt: str | None = None, replace: bool = False,
-                  by_name: bool | None = None) -> LearnedClass:
-        """Learn class ``name``: by name (``images`` None: the bank's templates, or ``prompt``, through the text
-        model), from ``images`` (files, folders, or any accepted frames; their embeddings in one batched call), or
-        from both (images with ``prompt``, or with ``by_name=True`` for the bank's templates). In memory;
-        :meth:`save_classes` writes it."""
-        classes = self._bank()
-        check_new_name(classes.bank, name, replace)  # before any image is decoded or run
-        embeddings, skipped = None, ()
-        if images is not None:
-            if is_file_input(images) and self.frame is None:
-                frames, skipped = decode_class_images(images, lambda files: prepare_files(
-                    files, self.image_size, self.interpolation, self.resize_mode, self.resize_quality, self.decoding))
-            else:
-                frames = self.prepare(images)[0]
-            embeddings = self.infer(frames)[EMBEDDINGS]
-        if by_name is None:
-            by_name = images is None or prompt is not None
-        if not by_name and images is None:
-            raise ClipedgeError(f"class {name!r}: by_name=False needs images to learn from")
-        learned = classes.add(name, embeddings, by_name, prompt, replace)
-        self.labels = list(classes.bank.names)
-        return dataclasses.replace(learned, skipped=skipped)
-
-    def remove_class(self, name: str) -> None:
-        """Forget class ``name`` (in memory; :meth:`save_classes` writes it)."""
-        self._bank().remove(name)
-        self.labels = list(self.classes.bank.names)
-
-    def rename_class(self, old: str, new: str) -> None:
-        """Call class ``old`` ``new`` from now on (in memory; :meth:`save_classes` writes it)."""
-        self._bank().rename(old, new)
-        self.labels = list(self.classes.bank.names)
-
-    def save_classes(self, path: str | Path | None = None) -> Path:
-        """Write the class bank atomically (by default over the one it was read from); returns where."""
-        return self._bank().save(path)
 
     def prepare(self, frames: Any, boxes: Any = None) -> tuple[np.ndarray, bool]:
         """Any accepted input (or one frame and its ``boxes``) → (the model's input batch, whether one image came in)."""
