@@ -34,7 +34,7 @@ from clipedge.runtime.preprocessing.nv12 import nv12_to_rgb, rgb_to_nv12
 from .fuse import FusedClassifier
 
 #: precision -> (minimum top-1 agreement, maximum |Δprob| at temperature 1; None: reported, not gated).
-#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
+#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (≥ 98 %).
 TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
 PARITY_IMAGES = 64
 #: frames embedded in the ONNX for the engine gate on the device: a few, since they travel in every model file
