@@ -1,4 +1,4 @@
-"""A corpus of image files nobody here wrote, through clipedge's decoding and then its commands (issue 15).
+"""A corpus of image files nobody here wrote, through clipedge's decoding and then its commands.
 
 The corpus is Pillow's own test images, the ``Tests/images`` folder of its source distribution (about 1,060
 files: camera JPEGs with odd EXIF, CMYK, 16-bit, palette, animated and multi-page files, and the files its

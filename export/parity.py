@@ -35,7 +35,7 @@ from .fuse import FusedClassifier
 from .options import PARITY_IMAGES
 
 #: precision -> (minimum top-1 agreement, maximum |Δprob| at temperature 1; None: reported, not gated).
-#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
+#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (≥ 98 %).
 TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
 #: frames embedded in the ONNX for the engine gate on the device: a few, since they travel in every model file
 REFERENCE_SET_IMAGES = 8

@@ -300,7 +300,7 @@ def test_training_completes_and_lists_every_bad_file(run_with_bad_files):
 
 def test_later_steps_never_decode_a_skipped_file(run_with_bad_files, monkeypatch):
     """eval, export (its parity gate), calibrate and INT8 calibration sampling complete; none decodes a file that
-    training skipped. A test image damaged after training (the issue's truncated JPEG in the parity gate) is
+    training skipped. A test image damaged after training (a truncated JPEG met by the parity gate) is
     skipped by the first step that decodes it, recorded, and never decoded again."""
     from PIL import ImageFile
 
