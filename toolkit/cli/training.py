@@ -40,7 +40,7 @@ def parse_alpha(value: str | None) -> float | str | None:
 @click.option("--batch-size", type=int, help="Head training batch size (default: the method's recipe).")
 @click.option("--alpha", help="CLIP-Adapter blend ratio, or 'auto' to choose it on val (default 0.2).")
 @click.option("--branch", help="CLIP-Adapter branch: visual (default), text or both.")
-@click.option("--recipe", help="official or fast (clip-adapter: official, linear-probe: fast by default; README 'Recipes and deviations').")
+@click.option("--recipe", help="official or fast (clip-adapter: official, linear-probe: fast by default; docs/methods.md, 'Recipes and deviations').")
 @device_option()
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Head training precision.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Share a feature cache between runs (default RUN/cache).")
@@ -71,7 +71,7 @@ def train(data: Path, out: Path, alpha: str | None, **options) -> None:
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--split", type=click.Path(path_type=Path), help="Evaluate the test list of this split JSON under DATA.")
 @device_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in the README).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: clipedge/runtime/schemas/eval.schema.json).")
 def eval_command(run: Path, data: Path | None, split: Path | None, device: str, as_json: bool) -> None:
     """Accuracy of RUN on its held-out test images, or on the labelled folder DATA."""
     from clipedge.evaluation import evaluate
