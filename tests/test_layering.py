@@ -120,6 +120,20 @@ def test_every_import_points_down_the_layers():
     assert layer_violations(MODULES) == []
 
 
+def test_the_library_never_prints():
+    """Only the CLI (clipedge.cli) talks to the terminal: no click and no print() below it."""
+    talkers = []
+    for name, path in MODULES.items():
+        if layer_of(name) == "app":
+            continue
+        tree = ast.parse(path.read_text())
+        if any(is_within(target, "click") for target in imports_of(path)):
+            talkers.append(f"{path.relative_to(ROOT)} imports click")
+        talkers += [f"{path.relative_to(ROOT)}:{node.lineno} calls print()" for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+    assert talkers == []
+
+
 def test_a_string_import_of_torch_from_the_runtime_is_caught(tmp_path):
     """The rule sees through ``import_module``: the trick runtime/bench once used to reach the torch pipeline."""
     path = ROOT / "runtime" / "bench" / "local.py"
