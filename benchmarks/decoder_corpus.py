@@ -32,7 +32,8 @@ from pathlib import Path
 import PIL
 from tqdm import tqdm
 
-from clipedge.core.images import UnreadableImage, capturing_decoder_messages, check_image, load_rgb
+from clipedge.core.decoder_messages import capturing_decoder_messages
+from clipedge.core.images import UnreadableImage, check_image, load_rgb
 from clipedge.core.tables import format_table
 
 #: the classes the corpus is dealt into: arbitrary labels (they carry no signal), enough of them for calibrate's
