@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,3 +272,19 @@ def test_clipedge_predict_loads_neither_torch_nor_tensorrt_nor_triton(tmp_path):
 
 def test_the_probe_would_see_a_heavy_import():
     assert offenders(loaded_by("--version") + ["torch"]) == ["torch"]
+
+
+@pytest.mark.parametrize("old, new", [("clipedge.errors", "clipedge.core.errors"), ("clipedge.images", "clipedge.core.images")])
+def test_moved_paths_users_imported_still_work_for_a_release(old, new):
+    """The examples imported these; the old path warns and gives the same objects."""
+    import importlib
+    import warnings
+
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shim = importlib.import_module(old)
+    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+    moved = importlib.import_module(new)
+    public = [name for name in dir(moved) if not name.startswith("_") and getattr(getattr(moved, name), "__module__", None) == new]
+    assert public and all(getattr(shim, name) is getattr(moved, name) for name in public)
