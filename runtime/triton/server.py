@@ -46,6 +46,8 @@ INSTALL_HINT = "pip install 'clipedge[serve]' (nvidia-pytriton bundles tritonser
 SHUTDOWN_SECONDS = 8  # then the group is killed: well inside the 10 s a service manager allows
 EXIT_TIMEOUT_SECONDS = 3  # Triton's own wait for in-flight requests before it unloads the models
 STARTUP_SECONDS = 120
+#: exit status of ``clipedge serve`` when tritonserver or a model died and was not restored (2: a user error)
+SERVER_DIED_EXIT = 3
 #: the header Triton's repository API (load/unload) is restricted to
 CONTROL_HEADER = "clipedge-control"
 #: start-up lines tritonserver prints on every machine without a GPU: never the reason anything failed
@@ -74,6 +76,11 @@ def server_environment(libs: Path) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
+
+
+class ServerDied(Exception):
+    """tritonserver or a model's stub died and was not (or could not be) restored; the message says which and how.
+    Not a :class:`ClipedgeError`: ``clipedge serve`` exits with ``SERVER_DIED_EXIT``, not a user error's 2."""
 
 
 def check_port_free(host: str, port: int, option: str) -> None:
@@ -176,8 +183,10 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ClipedgeError(f"tritonserver {describe_exit(self.process.returncode)} before its models were "
-                                    f"ready: {self.last_error()}")
+                how = f"tritonserver {describe_exit(self.process.returncode)} before its models were ready"
+                if self.process.returncode < 0:  # killed: no fault of the model or the options
+                    raise ServerDied(how)
+                raise ClipedgeError(f"{how}: {self.last_error()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

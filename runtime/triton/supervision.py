@@ -7,7 +7,7 @@ kept). **A model's python-backend stub died** (Triton would keep reporting the m
 request): the model is unloaded through Triton's model control at once, so ``/v2/health/ready`` and the
 model's ready endpoint answer false within a second, then loaded again, logged. Each kind of recovery is
 allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
-command stops everything and raises :class:`ServerDied`, which the CLI turns into exit status
+command stops everything and raises :class:`~.server.ServerDied`, which the CLI turns into exit status
 ``SERVER_DIED_EXIT`` (3), distinct from a user error (2), with a message naming what died and how.
 """
 
@@ -23,21 +23,15 @@ from collections.abc import Callable
 from clipedge.core.errors import ClipedgeError
 
 from .processes import describe_exit
-from .server import TritonServer
+from .server import ServerDied, TritonServer
 from .serving import ENCODED_SUFFIX
 
 log = logging.getLogger(__name__)
-#: exit status of ``clipedge serve`` when tritonserver or a model died and was not restored (2: a user error)
-SERVER_DIED_EXIT = 3
 DEFAULT_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30
 #: how often the server and its stubs are checked: a dead stub's model is unready well within a second
 POLL_SECONDS = 0.2
-
-
-class ServerDied(Exception):
-    """tritonserver or a model's stub died and was not (or could not be) restored; the message says which and how."""
 
 
 class RestartBudget:
@@ -59,7 +53,7 @@ class RestartBudget:
 
     def spent(self, cause: str) -> ServerDied:
         if not self.limit:
-            return ServerDied(f"{cause} (not restarted: --restarts 0)")
+            return ServerDied(f"{cause}; not restarted (--restarts 0)")
         return ServerDied(f"{cause}; already restored {self.limit} time(s) in the last {self.window / 60:.0f} "
                           "minutes, giving up")
 
@@ -83,7 +77,7 @@ def serve_forever(server: TritonServer, restarts: int = DEFAULT_RESTARTS, echo: 
             status = server.exit_status()
             if status is not None:
                 kept = server.keep_log()
-                output = f" (its output: {kept})" if kept else ""
+                output = f"; its output is kept in {kept}" if kept else ""
                 _restart_server(server, f"tritonserver (pid {server.process.pid}) {describe_exit(status)}{output}",
                                 crashes, stop)
                 continue
@@ -108,7 +102,7 @@ def _restart_server(server: TritonServer, cause: str, budget: RestartBudget, sto
             return
         try:
             server.start()
-        except ClipedgeError as error:
+        except (ClipedgeError, ServerDied) as error:
             cause = f"tritonserver did not come back ({error})"
             continue
         log.warning("tritonserver restarted on the same ports; %s is ready again", server.name)

@@ -19,9 +19,9 @@ from clipedge.runtime.triton.repository import (
     RepositoryOptions,
     write_repository,
 )
-from clipedge.runtime.triton.server import TritonServer
+from clipedge.runtime.triton.server import SERVER_DIED_EXIT, ServerDied, TritonServer
 from clipedge.runtime.triton.serving import ServeOptions
-from clipedge.runtime.triton.supervision import DEFAULT_RESTARTS, SERVER_DIED_EXIT, ServerDied, serve_forever
+from clipedge.runtime.triton.supervision import DEFAULT_RESTARTS, serve_forever
 
 
 def repository_options(command: Callable) -> Callable:
