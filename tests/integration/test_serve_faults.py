@@ -26,6 +26,7 @@ import tritonclient.http as triton_http
 from click.testing import CliRunner
 from conftest import write_image_folder
 from PIL import Image
+from serve_processes import alive, cmdline, descendants, free_ports
 
 import clipedge
 from clipedge.cli import main
@@ -39,55 +40,6 @@ skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships th
 HOST = "127.0.0.1"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")  # camera is grayscale
 OVERSIZED = {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [9223372036854775807, 64, 64, 3], "data": [1]}]}
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind((HOST, 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-# --- processes ---------------------------------------------------------------------------------------------------
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return [part.decode() for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if part]
-    except OSError:
-        return []
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (parent := parent_of(int(entry.name))) is not None:
-            children.setdefault(parent, []).append(int(entry.name))
-    found, stack = set(), [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(child)
-            stack.append(child)
-    return found
 
 
 def tritonserver_of(serve_pid: int) -> int:
