@@ -31,7 +31,7 @@ DEFAULT_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30
 #: how often the server and its stubs are checked: a dead stub's model is unready well within a second
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
 
 
 class RestartBudget:
@@ -125,6 +125,8 @@ def _restore_model(server: TritonServer, model: str, cause: str, budget: Restart
         try:
             server.load(model)
         except ClipedgeError as error:
+            if server.exit_status() is not None:
+                return  # the server itself died: the next poll restarts it, and with it every model
             cause = f"model {model}: reload failed ({error})"
             if stop.wait(budget.backoff(attempt)):
                 return

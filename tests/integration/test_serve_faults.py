@@ -72,6 +72,11 @@ def wait_until(condition, seconds: float, step: float = 0.02) -> float | None:
     return None
 
 
+def kept_logs(text: str) -> list[Path]:
+    """The crashed servers' output that the command kept for a post-mortem, as its messages name them."""
+    return [Path(part.split(";")[0].strip()) for part in text.split("its output is kept in ")[1:]]
+
+
 def assert_nothing_left(serve_pid: int, pids: set[int], workspace: Path, seconds: float = 3.0) -> None:
     left = lambda: [pid for pid in pids if alive(pid)]  # noqa: E731
     assert wait_until(lambda: not left(), seconds) is not None, [(pid, cmdline(pid)[:1]) for pid in left()]
@@ -265,8 +270,9 @@ def test_stub_killed_under_load_turns_readiness_false_within_a_second_then_the_m
         assert wait_until(lambda: len(load.answers) >= 20, 30) is not None, load.errors[:3]
         expected = load.answers[0]
         os.kill(stub, signal.SIGKILL)
-        unready = wait_until(lambda: not served.model_ready(), 5, 0.01)
+        unready = wait_until(lambda: not served.ready(), 5, 0.01)  # /v2/health/ready, what probes ask
         assert unready is not None and unready < 1.0, f"still ready {unready} s after the stub died"
+        assert not served.ready("/v2/models/tiny/ready") or served.model_ready()  # unready, or already reloaded
         assert wait_until(served.model_ready, 60, 0.1) is not None, served.log.read_text()
         answered = len(load.answers)
         assert wait_until(lambda: len(load.answers) >= answered + 20, 30) is not None, load.errors[-3:]
@@ -292,6 +298,10 @@ def test_oversized_shape_request_aborts_tritonserver_and_the_command_restarts_it
     assert tritonserver_of(served.process.pid) != old_server
     assert not old_regions & shared_memory(served.process.pid), "the dead server's shared memory was left"
     text = served.log.read_text()
+    [kept] = kept_logs(text)
+    assert kept.name == f"clipedge-tritonserver-{old_server}.log"
+    assert "std::length_error" in kept.read_text()  # Triton's own abort, before the model sees the request
+    kept.unlink()
     assert f"tritonserver (pid {old_server}) was killed by signal SIGABRT (6)" in text
     assert "restarting it in 1 s (restart 1 of at most 3" in text and "DCGM" not in text
     assert wait_until(lambda: "tritonserver restarted on the same ports" in served.log.read_text(), 5) is not None
@@ -346,6 +356,8 @@ def test_sigkill_of_tritonserver_without_restarts_exits_3_naming_the_signal(mode
         assert time.monotonic() - began < 3
         assert served.process.returncode == SERVER_DIED_EXIT
         last = served.log.read_text().strip().splitlines()[-1]
+        [kept] = kept_logs(last)
+        kept.unlink()
         assert last.startswith(f"Error: tritonserver (pid {server}) was killed by signal SIGKILL (9)"), last
         assert "not restarted (--restarts 0)" in last and "DCGM" not in last
         assert_nothing_left(served.process.pid, pids, workspace)
