@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,8 +23,8 @@ from clipedge.core.images import UnreadableImage
 from clipedge.runtime.preprocessing.transform import prepare_frame
 from clipedge.runtime.triton import watchdog
 from clipedge.runtime.triton.processes import describe_exit, process_status, stub_death
-from clipedge.runtime.triton.server import check_port_free
-from clipedge.runtime.triton.supervision import RestartBudget
+from clipedge.runtime.triton.server import ServerDied, check_port_free
+from clipedge.runtime.triton.supervision import RestartBudget, serve_forever
 
 
 def gone(pid: int, seconds: float = 3.0) -> bool:
@@ -129,3 +130,51 @@ def test_image_bytes_decode_exactly_as_their_file(tmp_path):
         prepare_frame(b"%PDF-1.4 not an image", 32)
     with pytest.raises(UnreadableImage, match="<bytes>.*empty"):
         prepare_frame(b"", 32)
+
+
+class FakeServer:
+    """What serve_forever asks of a TritonServer, scripted: exit statuses and dead stubs, poll by poll."""
+
+    def __init__(self, exits: list[int | None], dead: list[dict[str, str]]):
+        self.exits, self.dead, self.calls = exits, dead, []
+        self.name, self.process = "tiny", SimpleNamespace(pid=4242)
+        self.served = SimpleNamespace(model=Path("model.onnx"))
+        self.options = SimpleNamespace(host="127.0.0.1", metrics_port=8002)
+        self.grpc_url = self.http_url = "url"
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def exit_status(self) -> int | None:
+        return self.exits.pop(0) if self.exits else None
+
+    def keep_log(self) -> None:
+        return None
+
+    def dead_stubs(self) -> dict[str, str]:
+        return self.dead.pop(0) if self.dead else {}
+
+    def unload(self, model: str) -> None:
+        self.calls.append(f"unload {model}")
+
+    def load(self, model: str) -> None:
+        self.calls.append(f"load {model}")
+
+
+def test_a_dead_stub_is_unloaded_then_reloaded_or_ends_the_command():
+    server = FakeServer([None, None], [{"tiny": "its python backend stub (pid 7) was killed by signal SIGKILL (9)"}])
+    with pytest.raises(ServerDied, match=r"^model tiny: its python backend stub \(pid 7\) was killed by signal SIGKILL "
+                                         r"\(9\); not restarted \(--restarts 0\)$"):
+        serve_forever(server, restarts=0, echo=lambda _: None)
+    assert server.calls == ["start", "unload tiny", "stop"]  # unready first, then everything stopped
+
+
+def test_a_crashed_server_is_restarted_within_its_budget_then_reported():
+    server = FakeServer([-6, -6], [])
+    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
+                                         r"restored 1 time\(s\) in the last 5 minutes, giving up$"):
+        serve_forever(server, restarts=1, echo=lambda _: None)
+    assert server.calls == ["start", "stop", "start", "stop"]

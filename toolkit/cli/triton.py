@@ -78,7 +78,7 @@ def repository_command(model: Path, out: Path, name: str, max_batch: int | None,
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime CPU threads per instance (default: all cores).")
 @click.option("--restarts", default=DEFAULT_RESTARTS, show_default=True, type=click.IntRange(min=0),
               help="How often a crashed tritonserver is restarted, and a model whose stub died reloaded, in any "
-                   "5 minutes (each kind counted apart; back-off 1, 2, 4 ... s); past that serve exits with status 3.")
+                   "5 minutes (each kind counted apart; restarts back off 1, 2, 4 ... s); past that serve exits with status 3.")
 def serve_command(model_or_repo: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, name: str | None,
                   max_batch: int | None, max_queue_delay_us: int | None, instances: int | None, threads: int | None,
                   restarts: int) -> None:
