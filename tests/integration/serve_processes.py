@@ -51,3 +51,12 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             stack.append(child)
     return found
+
+
+def time_wait_on(port: int) -> int:
+    """How many TCP connections on a local ``port`` are in TIME_WAIT (what blocked a restart without SO_REUSEADDR)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        count += int(local.rsplit(":", 1)[1], 16) == port and state == "06"
+    return count

@@ -26,7 +26,7 @@ import tritonclient.http as triton_http
 from click.testing import CliRunner
 from conftest import write_image_folder
 from PIL import Image
-from serve_processes import alive, cmdline, descendants, free_ports
+from serve_processes import alive, cmdline, descendants, free_ports, time_wait_on
 
 import clipedge
 from clipedge.cli import main
@@ -333,6 +333,7 @@ def test_sigterm_under_load_finishes_or_fails_clearly_within_the_drain_time(serv
 
 def test_immediate_restart_on_the_same_ports_then_kill_9_leaves_nothing(served, model, tmp_path):
     assert served.process.poll() is not None, "runs after the SIGTERM test, on the ports it just released"
+    assert time_wait_on(served.http_port), "the stopped server's connections should still be in TIME_WAIT"
     again = Served(model, [served.http_port, served.grpc_port, served.metrics_port], tmp_path / "again.log")
     try:
         assert again.model_ready()
