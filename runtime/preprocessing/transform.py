@@ -202,7 +202,7 @@ def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_
         image = Image.fromarray(np.ascontiguousarray(rgb))
         resize = fast_resize_and_crop if fast else resize_and_crop
         return np.asarray(resize(image, size, interpolation, resize_mode), dtype=np.uint8)
-    raise ClipedgeError(f"frame: expected a path, image bytes, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
+    raise ClipedgeError(f"frame: expected a path, a PIL image or a uint8 numpy array, got {type(frame).__name__}")
 
 
 def prepare_whole_frame(frame: Any, decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
