@@ -27,6 +27,39 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class CacheReadout:
+    """A Tip-Adapter cache in readout form: ``alpha · exp(−beta·(1 − e·Kᵀ)) · one_hot(labels)``."""
+
+    keys: torch.Tensor  # [K, D]
+    labels: torch.Tensor  # [K] int64, the class index of each key
+    alpha: float
+    beta: float
+
+
+@dataclass
+class Readout:
+    """Every head as data: ``logits = scale · e·Wᵀ + bias [+ cache]`` with ``e = head.embed(features)``.
+
+    This is what a device needs to classify from embeddings alone (the class bank): the adapted,
+    L2-normalised embedding carries all of the head that is not linear in it.
+    """
+
+    weights: torch.Tensor  # [C, D]
+    bias: torch.Tensor  # [C], zeros where the head has none
+    scale: float
+    cache: CacheReadout | None = None
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The readout formula, for checking a head against its own readout."""
+        logits = self.scale * embeddings @ self.weights.t() + self.bias
+        if self.cache is not None:
+            affinity = embeddings @ self.cache.keys.t()
+            one_hot = F.one_hot(self.cache.labels, self.weights.shape[0]).to(embeddings.dtype)
+            logits = logits + self.cache.alpha * torch.exp(-self.cache.beta * (1 - affinity)) @ one_hot
+        return logits
+
+
+@dataclass
 class FewShotProblem:
     """Cached features and the text classifier; everything a head needs to fit itself."""
 
@@ -136,6 +169,13 @@ class Head(nn.Module, metaclass=ABCMeta):
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """The L2-normalised feature the classifier compares against W (exported as ``embeddings``)."""
         return F.normalize(features, dim=-1)
+
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """The head as ``scale · embed(f)·Wᵀ + bias [+ cache]``; this default is the text-classifier form
+        (``scale · e·Tᵀ``), and a head whose logits differ overrides it (the readout test holds each to it)."""
+        weights = self.text_weights.detach().clone()
+        return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
 
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments beyond W and the scale; stored in the manifest."""

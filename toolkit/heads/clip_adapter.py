@@ -31,7 +31,7 @@ from torch import nn
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, OptimisedOptions, check_choice, train_head, val_accuracy
+from .base import FewShotProblem, Head, OptimisedOptions, Readout, check_choice, train_head, val_accuracy
 from .recipe import DASSL_SCALE, TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
 
@@ -128,6 +128,12 @@ class ClipAdapterHead(Head):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(features) @ self.class_weights().t()
+
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """W is the (text-adapted) class embeddings; the visual adapter lives in ``embed``."""
+        weights = self.class_weights().detach().clone()
+        return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
 
     def fold_text_adapter(self) -> None:
         """Replace W by the adapted class embeddings; afterwards the head is visual-only at inference."""

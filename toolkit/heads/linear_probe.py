@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, ViewOptions, accuracy, check_choice
+from .base import FewShotProblem, Head, Readout, ViewOptions, accuracy, check_choice
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
 
@@ -69,6 +69,10 @@ class LinearProbeHead(Head):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(F.normalize(features, dim=-1))
+
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        return Readout(self.linear.weight.detach().clone(), self.linear.bias.detach().clone(), 1.0)
 
     def hparams(self) -> dict:
         return {"penalty": self.penalty}

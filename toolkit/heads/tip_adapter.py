@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .base import FewShotProblem, Head, OptimisedOptions, ViewOptions, train_head
+from .base import CacheReadout, FewShotProblem, Head, OptimisedOptions, Readout, ViewOptions, train_head
 from .recipe import TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
 
@@ -89,6 +89,14 @@ class TipAdapterHead(Head):
         else:
             cache_logits = weights @ self.values
         return self.zero_shot_logits(normalized) + self.alpha * cache_logits
+
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """The zero-shot readout plus the cache: the keys as they are (Tip-Adapter-F's trained keys are not
+        re-normalised, as ``forward`` does not) and each key's class."""
+        readout = super().readout()
+        readout.cache = CacheReadout(self.keys.detach().clone(), self.values.argmax(dim=1), self.alpha, self.beta)
+        return readout
 
     def hparams(self) -> dict:
         return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
