@@ -69,6 +69,8 @@ class ExportResult:
     quantization: dict[str, Any] | None = None
     #: engines only: the built engine against the reference set embedded in its ONNX
     engine_gate: dict[str, Any] | None = None
+    #: --adaptable only: the text model against open_clip's text encoder (clipedge.export.text_model.TextParity)
+    text_gate: dict[str, Any] | None = None
 
 
 def default_artifact(run: Run, format: str, precision: str) -> Path:
@@ -110,6 +112,7 @@ def export_model(
     frame: str | None = None,
     pixel_format: str = "rgb",
     colour_matrix: str | None = None,
+    adaptable: bool = False,
 ) -> ExportResult:
     """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
 
@@ -121,13 +124,15 @@ def export_model(
     ``format="deepstream"`` writes the folder of clipedge.export.deepstream (``out`` is that folder;
     ``process_mode`` and ``overwrite`` are its own). ``frame="1920x1080"`` makes the input the raw camera frame in
     ``pixel_format`` (rgb, bgr, nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
-    (clipedge.export.frame_input), gated on the run's images placed in such frames.
+    (clipedge.export.frame_input), gated on the run's images placed in such frames. ``adaptable`` ends the model at
+    the embedding and writes the class bank and the text model beside it (clipedge.export.adaptable).
     """
     started = time.perf_counter()
     given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
                                       ("timing_cache", timing_cache), ("embeddings", embeddings),
                                       ("process_mode", process_mode), ("overwrite", overwrite), ("frame", frame),
-                                      ("pixel_format", pixel_format != "rgb"), ("colour_matrix", colour_matrix))
+                                      ("pixel_format", pixel_format != "rgb"), ("colour_matrix", colour_matrix),
+                                      ("adaptable", adaptable))
              if value}
     validate_export_options(format, given)
     if format == "deepstream":
@@ -138,6 +143,10 @@ def export_model(
     check_opset(opset)
     if parity_count < 1:
         raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
+    if adaptable:
+        from .adaptable import export_adaptable
+
+        return export_adaptable(run_dir, out, fp16, opset, device, parity_count, progress)
     if int8:
         int8.validate()
     profile, static_batch = resolve_batch(batch, fixed_batch)

@@ -35,6 +35,9 @@ def _megabytes(num_bytes: int) -> str:
                    "a folder (default RUN/export/deepstream), with --format triton the repository folder (default "
                    "RUN/export/triton).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
+@click.option("--adaptable", is_flag=True,
+              help="Classes as data: the model ends at the embeddings; the class bank (.classes.npz) and the text "
+                   "model (.text.onnx) are written beside it, so classes can be added on the device.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
@@ -62,7 +65,7 @@ def _megabytes(num_bytes: int) -> str:
                    "lines, bt601 up to 576).")
 @repository_options
 def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
-                   embeddings: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
+                   embeddings: bool, adaptable: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
                    calib: Path | None, calib_count: int, calib_method: str, min_agreement: float,
                    process_mode: str | None, frame: str | None, pixel_format: str, colour_matrix: str | None,
                    **repository: Any) -> None:
@@ -87,7 +90,7 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
     else:
         result = export_model(run, out=out, format=format_, timing_cache=timing_cache, process_mode=process_mode,
                               overwrite=overwrite, frame=frame, pixel_format=pixel_format,
-                              colour_matrix=colour_matrix, **settings)
+                              colour_matrix=colour_matrix, adaptable=adaptable, **settings)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],
@@ -108,6 +111,10 @@ def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed
                    f"gated on {parity['images']} held-out test images against fp32")
     else:
         click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
+    if result.text_gate:
+        text = result.text_gate
+        click.echo(f"text model: {text['strings']} strings against open_clip's text encoder, max L2 error "
+                   f"{text['max_l2_diff']:.2e} (allowed {text['max_l2_allowed']:.2e}), min cosine {text['min_cosine']:.7f}")
     if result.engine_gate:
         click.echo(f"engine gate: {describe_gate(result.engine_gate)} on the {result.engine_gate['images']} reference "
                    "frames embedded in the ONNX")
