@@ -105,7 +105,7 @@ def run_tokenizer(backbone: Backbone) -> ClipTokenizer:
 
 def text_graph(encoder: TextEncoder, opset: int = OPSET) -> OnnxGraph:
     """The text tower as a checked ONNX graph: dynamic batch, the context length fixed."""
-    example = torch.zeros(2, encoder.context_length, dtype=torch.int32)
+    example = torch.zeros(2, encoder.context_length, dtype=torch.int32, device=encoder.positional_embedding.device)
     return trace_to_onnx(encoder, example, TOKENS_INPUT, [TEXT_OUTPUT], dynamic_batch=True, opset=opset)
 
 
