@@ -8,7 +8,7 @@ fuzzers found). Get it from the package registry:
     tar xzf /tmp/pillow/pillow-*.tar.gz -C /tmp/pillow
     python benchmarks/decoder_corpus.py /tmp/pillow/pillow-*/Tests/images --work /tmp/corpus-run
 
-Part 1 decodes every file the way every command does (``clipedge.images``: the folder scan's header check, then
+Part 1 decodes every file the way every command does (``clipedge.core.images``: the folder scan's header check, then
 the full decode) and counts the outcomes by reason; anything else a decoder raises is a crash, listed by file.
 Part 2 is what a user does with such a folder: the corpus dealt into four class folders by file order, then
 ``clipedge train`` (clipedge-tiny), ``eval``, ``calibrate``, ``export``, ``export --int8`` and ``predict --json``

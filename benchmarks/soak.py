@@ -1,6 +1,6 @@
 """Runtime soak for BENCHMARKS.md: one Classifier, 100,000 mixed frames per batch size, memory and answers over time.
 
-Runs ``clipedge.runtime.soak`` (frames in every size and colour layout the runtime accepts, cycled) once per
+Runs ``clipedge.runtime.bench.soak`` (frames in every size and colour layout the runtime accepts, cycled) once per
 batch size, each with a fresh Classifier, and prints resident-memory growth after warm-up (target ≤ 10 MB) and
 how many calls' probabilities differ from the first cycle's (target 0: the answers at the end are those at the
 start). The machine, thread count and load average are printed with the table, since other processes on a

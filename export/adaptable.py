@@ -35,12 +35,14 @@ from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 from clipedge.version import __version__
 
 from .batch import resolve_batch
-from .exporter import ExportResult, _gate, default_artifact
+from .exporter import default_artifact
 from .fuse import FusedClassifier
 from .initial_bank import embedding_space, file_sha256, initial_bank
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
-from .onnx_export import OPSET, trace_to_onnx
-from .parity import PARITY_IMAGES, REFERENCE_BATCH, compare, onnxruntime_backend, parity_images, reference_outputs
+from .onnx_export import trace_to_onnx
+from .options import ExportOptions
+from .parity import REFERENCE_BATCH, compare, onnxruntime_backend, parity_images, reference_outputs
+from .result import ExportResult, require_parity
 from .text_model import (
     TEXT_OUTPUT,
     TOKENS_INPUT,
@@ -112,15 +114,16 @@ def _gate_text(parity: TextParity, run: Run) -> None:
                             f"{parity.describe()}; nothing was written")
 
 
-def export_adaptable(run_dir: str | Path, out: str | Path | None = None, fp16: bool = False, opset: int = OPSET,
-                     device: str = "cpu", parity_count: int = PARITY_IMAGES, progress: bool = True) -> ExportResult:
-    """Export RUN as an adaptable model, its text model and its class bank, gated; nothing is written on failure."""
+def export_adaptable(run_dir: str | Path, options: ExportOptions) -> ExportResult:
+    """``--format onnx --adaptable`` (``options`` validated): RUN as an adaptable model, its text model and its class
+    bank, gated; nothing is written on failure."""
     started = time.perf_counter()
+    fp16, opset, progress = options.fp16, options.opset, options.progress
     run = load_run(run_dir)
-    device = resolve_device(device)
-    precision = "fp16" if fp16 else "fp32"
-    artifact = Path(out) if out else default_artifact(run, "onnx", precision)
-    if out is None:
+    device = resolve_device(options.device)
+    precision = options.precision
+    artifact = options.out or default_artifact(run, "onnx", precision)
+    if options.out is None:
         artifact.parent.mkdir(exist_ok=True)
     check_destination(artifact)
     text_path, bank_path = text_model_path_for(artifact), bank_path_for(artifact)
@@ -138,7 +141,7 @@ def export_adaptable(run_dir: str | Path, out: str | Path | None = None, fp16: b
     text = text_graph(encoder.to(backbone.device), opset)
     metadata = {**model_metadata(run, precision, True, None, graph.opset), "outputs": [EMBEDDINGS],
                 "adaptable": "true", BATCH_PROFILE_KEY: str(profile)}
-    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, parity_count))
+    reference = reference_outputs(run, backbone, reference_module, temperature, parity_images(run, options.parity_count))
     bank = initial_bank(run, backbone, {}, None, progress)
     with staging_folder(artifact) as staging:
         image_onnx, text_onnx = staging / artifact.name, staging / text_path.name
@@ -146,7 +149,7 @@ def export_adaptable(run_dir: str | Path, out: str | Path | None = None, fp16: b
         onnx.save(graph.model, str(image_onnx))
         parity = compare(bank_probs(bank, model_embeddings(image_onnx, device, reference.frames)), reference,
                          precision, temperature)
-        _gate(parity, run, "adaptable model with its class bank")
+        require_parity(parity, run, "adaptable model with its class bank")
         set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict()})
         onnx.save(graph.model, str(image_onnx))
         require_tensorrt_compatible(image_onnx, artifact)

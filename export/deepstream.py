@@ -35,13 +35,12 @@ from clipedge.runtime.contract import LABELS_FILE, NVINFER_INPUT_NAME, NVINFER_O
 from clipedge.runtime.preprocessing.transform import prepare_files
 from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 
-from .exporter import ExportResult, _gate
 from .fuse import FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .nvinfer_config import MAX_BATCH_SIZE, ConfigEntry, classifier_labels, render_config
-from .onnx_export import OPSET, check_opset, trace_to_onnx
+from .onnx_export import trace_to_onnx
+from .options import PROCESS_MODES, ExportOptions
 from .parity import (
-    PARITY_IMAGES,
     ParityResult,
     ProbsFunction,
     compare,
@@ -49,13 +48,13 @@ from .parity import (
     parity_images,
     reference_outputs,
 )
+from .result import ExportResult, require_parity
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 README_FILE = "README.md"
 #: --process-mode → the nvinfer process-mode of each config file written
-PROCESS_MODES = {"primary": ("primary",), "secondary": ("secondary",), "both": ("primary", "secondary")}
 
 
 class GieRole(NamedTuple):
@@ -202,19 +201,13 @@ def batch_sizes(batch: str | int | None, modes: tuple[str, ...]) -> dict[str, in
     return {mode: profile.max for mode in modes}
 
 
-def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: bool = False,
-                      batch: str | int | None = None, process_mode: str = "both", overwrite: bool = False,
-                      opset: int = OPSET, device: str = "cpu", parity_count: int = PARITY_IMAGES) -> ExportResult:
+def export_deepstream(run_dir: str | Path, options: ExportOptions) -> ExportResult:
     """Export the float NCHW variant, gate it, and publish OUT/model.onnx, labels.txt, config_infer_*.txt and
     README.md together (a staging folder renamed into place), refusing a non-empty OUT unless ``overwrite``."""
     started = time.perf_counter()
-    if process_mode not in PROCESS_MODES:
-        raise ClipedgeError(f"--process-mode {process_mode}: expected one of {', '.join(PROCESS_MODES)}")
-    modes = PROCESS_MODES[process_mode]
-    batches = batch_sizes(batch, modes)
-    check_opset(opset)
-    if parity_count < 1:
-        raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
+    out, fp16, overwrite, opset = options.out, options.fp16, options.overwrite, options.opset
+    modes = PROCESS_MODES[options.process_mode or "both"]
+    batches = batch_sizes(options.batch, modes)
     run = load_run(run_dir)
     labels = classifier_labels(run.class_names, f"RUN {run.path}")
     folder = Path(out) if out else run.path / "export" / "deepstream"
@@ -233,7 +226,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         if warning:
             log.warning("deepstream: %s", warning)
 
-    device = resolve_device(device)
+    device = resolve_device(options.device)
     backbone = load_backbone_from_spec(spec, device)
     temperature = calibration_of(run).get("temperature")
     reference_module = FusedClassifier(backbone.model.visual, run.head, spec, temperature)
@@ -242,7 +235,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
     example = torch.zeros(2, 3, spec.image_size, spec.image_size, device=exported.device)
     graph = trace_to_onnx(NvinferClassifier(exported), example, NVINFER_INPUT_NAME, list(NVINFER_OUTPUT_NAMES),
                           dynamic_batch=True, opset=opset)
-    paths = parity_images(run, parity_count)
+    paths = parity_images(run, options.parity_count)
     reference = reference_outputs(run, backbone, reference_module, temperature, paths)
     metadata = {
         **model_metadata(run, precision, False, None, graph.opset),
@@ -258,7 +251,7 @@ def export_deepstream(run_dir: str | Path, out: str | Path | None = None, fp16: 
         require_tensorrt_compatible(model_path, folder / MODEL_FILE)  # nvinfer builds its engine with TensorRT
         probs = onnxruntime_probs(model_path, device)
         parity = compare(probs(nvinfer_input(reference.frames)), reference, precision, temperature)
-        _gate(parity, run, "DeepStream ONNX model")
+        require_parity(parity, run, "DeepStream ONNX model")
         facts = {"configs": {m: {"process_mode": GIE[m].process_mode, "batch_size": batches[m]} for m in modes},
                  "maintain_aspect_ratio": geometry.maintain_aspect_ratio, "classifier_threshold": threshold.value}
         if geometry.caveat:

@@ -10,7 +10,6 @@ device), so the ONNX carries its batch profile and a small reference set.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +18,24 @@ import onnx
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.calibration.int8 import quantize_int8
 from clipedge.calibration.int8_images import calibration_images, gate_images
-from clipedge.calibration.int8_options import Int8Options
 from clipedge.core.atomic import check_destination, publish, staging_folder
-from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import DecodeOptions
 from clipedge.devices import resolve_device
 from clipedge.run_dir import Run, load_run
 from clipedge.run_features import run_decoding
 from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart, import_tensorrt
-from clipedge.runtime.contract import BATCH_PROFILE_KEY, REFERENCE_KEY, parse_frame, sidecar_path
+from clipedge.runtime.contract import BATCH_PROFILE_KEY, REFERENCE_KEY, sidecar_path
 from clipedge.runtime.preprocessing.transform import prepare_files
 from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
-from clipedge.runtime.tensorrt.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB, build_engine
+from clipedge.runtime.tensorrt.engine_build import build_engine
 
 from .batch import resolve_batch
-from .formats import validate_export_options
 from .frame_input import FrameClassifier
 from .fuse import HEAD_SCOPE, FusedClassifier
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
-from .onnx_export import OPSET, check_opset, to_onnx
+from .onnx_export import to_onnx
+from .options import ExportOptions
 from .parity import (
-    PARITY_IMAGES,
     ParityReference,
     ParityResult,
     compare,
@@ -49,28 +45,7 @@ from .parity import (
     reference_outputs,
     reference_set,
 )
-
-
-@dataclass
-class ExportResult:
-    """What ``export_model`` wrote and how it checked out."""
-
-    artifact: Path
-    format: str
-    precision: str
-    size_bytes: int
-    nodes_before: int
-    nodes_after: int
-    parity: dict[str, Any]
-    seconds: float
-    #: other files written with the artifact: the engine's sidecar and the ONNX it was built from
-    related: dict[str, Path] = field(default_factory=dict)
-    #: INT8 only: calibration method, images, selection figures, layers in INT8 (Int8Model.metadata)
-    quantization: dict[str, Any] | None = None
-    #: engines only: the built engine against the reference set embedded in its ONNX
-    engine_gate: dict[str, Any] | None = None
-    #: --adaptable only: the text model against open_clip's text encoder (clipedge.export.text_model.TextParity)
-    text_gate: dict[str, Any] | None = None
+from .result import ExportResult, require_parity
 
 
 def default_artifact(run: Run, format: str, precision: str) -> Path:
@@ -85,77 +60,41 @@ def engine_onnx_path(engine: Path) -> Path:
     return engine.with_suffix(".onnx")
 
 
-def _gate(parity: ParityResult, run: Run, what: str, advice: str = "") -> None:
-    if not parity.passed:
-        raise ClipedgeError(
-            f"export of {run.path}: the {what} failed its parity gate: {parity.describe()}; nothing was written{advice}")
+def export_model(run_dir: str | Path, out: str | Path | None = None, options: ExportOptions | None = None,
+                 **overrides: Any) -> ExportResult:
+    """Export RUN in the format ``options.format`` names (the keyword arguments are :class:`ExportOptions` fields,
+    e.g. ``export_model(run, "repo", format="triton")``): validated once, then built by the function that the
+    format's row of :data:`~clipedge.export.formats.FORMATS` names."""
+    options = ExportOptions.of(options, **overrides, **({"out": Path(out)} if out is not None else {}))
+    return options.validate().build(run_dir, options)
 
 
-def export_model(
-    run_dir: str | Path,
-    out: str | Path | None = None,
-    format: str = "onnx",
-    fp16: bool = False,
-    batch: str | int | None = None,
-    embeddings: bool = False,
-    fixed_batch: bool = False,
-    opset: int = OPSET,
-    device: str = "cpu",
-    parity_count: int = PARITY_IMAGES,
-    timing_cache: str | Path | None = None,
-    workspace_gib: float = WORKSPACE_GIB,
-    optimization_level: int = OPTIMIZATION_LEVEL,
-    int8: Int8Options | None = None,
-    progress: bool = True,
-    process_mode: str | None = None,
-    overwrite: bool = False,
-    frame: str | None = None,
-    pixel_format: str = "rgb",
-    colour_matrix: str | None = None,
-    adaptable: bool = False,
-) -> ExportResult:
-    """Fuse RUN's encoder and head, export, check parity on the run's images, then write the artifact.
+def export_fused(run_dir: str | Path, options: ExportOptions) -> ExportResult:
+    """``--format onnx`` and ``--format engine``: fuse RUN's encoder and head, export, check parity on the run's
+    images, then write the artifact.
 
     ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile, recorded in the ONNX); with
     ``fixed_batch`` the ONNX input is fixed to that one N instead of a dynamic batch. With ``int8`` the INT8 QDQ
-    model (clipedge.calibration.int8) is exported and gated on the run's test images against fp32.
-    ``format="engine"`` builds a strongly typed TensorRT engine from the ONNX of the precision asked for (fp32
-    by default, ``fp16``, ``int8``) with the runtime's ``build_engine``, and keeps that ONNX beside it.
-    ``format="deepstream"`` writes the folder of clipedge.export.deepstream (``out`` is that folder;
-    ``process_mode`` and ``overwrite`` are its own). ``frame="1920x1080"`` makes the input the raw camera frame in
-    ``pixel_format`` (rgb, bgr, nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
-    (clipedge.export.frame_input), gated on the run's images placed in such frames. ``adaptable`` ends the model at
-    the embedding and writes the class bank and the text model beside it (clipedge.export.adaptable).
+    model (clipedge.calibration.int8) is exported and gated against fp32. ``format="engine"`` builds a strongly
+    typed TensorRT engine from the ONNX of the precision asked for with the runtime's ``build_engine``, and keeps
+    that ONNX beside it. ``frame="1920x1080"`` makes the input the raw camera frame in ``pixel_format`` (rgb, bgr,
+    nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
+    (clipedge.export.frame_input), gated on the run's images placed in such frames.
     """
-    started = time.perf_counter()
-    given = {name for name, value in (("fp16", fp16), ("int8", int8), ("batch", batch), ("fixed_batch", fixed_batch),
-                                      ("timing_cache", timing_cache), ("embeddings", embeddings),
-                                      ("process_mode", process_mode), ("overwrite", overwrite), ("frame", frame),
-                                      ("pixel_format", pixel_format != "rgb"), ("colour_matrix", colour_matrix),
-                                      ("adaptable", adaptable))
-             if value}
-    validate_export_options(format, given)
-    if format == "deepstream":
-        from .deepstream import export_deepstream
-
-        return export_deepstream(run_dir, out, fp16, batch, process_mode or "both", overwrite, opset, device, parity_count)
-    frame_input = parse_frame(frame, pixel_format, colour_matrix) if frame else None
-    check_opset(opset)
-    if parity_count < 1:
-        raise ClipedgeError(f"parity_count {parity_count}: expected at least 1 image")
-    if adaptable:
+    if options.adaptable:  # --format onnx's classes-as-data variant
         from .adaptable import export_adaptable
 
-        return export_adaptable(run_dir, out, fp16, opset, device, parity_count, progress)
-    if int8:
-        int8.validate()
-    profile, static_batch = resolve_batch(batch, fixed_batch)
+        return export_adaptable(run_dir, options)
+    started = time.perf_counter()
+    format, out, fp16, embeddings, opset = options.format, options.out, options.fp16, options.embeddings, options.opset
+    frame_input, int8, progress = options.frame_input(), options.int8_options(), options.progress
+    profile, static_batch = resolve_batch(options.batch, options.fixed_batch)
     run = load_run(run_dir)
     if format == "engine":  # fail in a second, not after the export
         import_tensorrt()
         current_gpu(import_cudart())
-    device = resolve_device(device)
-    precision = "int8" if int8 else ("fp16" if fp16 else "fp32")
+    device = resolve_device(options.device)
+    precision = options.precision
     artifact = Path(out) if out else default_artifact(run, format, precision)
     if out is None:
         artifact.parent.mkdir(exist_ok=True)
@@ -177,7 +116,7 @@ def export_model(
                     frame_input.sample_shape if frame_input else None)
     metadata = {**model_metadata(run, precision, embeddings, static_batch, graph.opset, frame_input),
                 BATCH_PROFILE_KEY: str(profile)}
-    paths = parity_images(run, parity_count)
+    paths = parity_images(run, options.parity_count)
     reference = (frame_reference_outputs(run, backbone, reference_module, temperature, paths, frame_input)
                  if frame_input else reference_outputs(run, backbone, reference_module, temperature, paths))
     onnx_path = artifact if format == "onnx" else engine_onnx_path(artifact)
@@ -189,7 +128,7 @@ def export_model(
         onnx.save(graph.model, str(graph_onnx))
         model_probs = onnxruntime_probs(graph_onnx, device)
         parity = graph_parity = compare(model_probs(reference.frames), reference, "fp16" if fp16 else "fp32", temperature)
-        _gate(graph_parity, run, "ONNX model")
+        require_parity(graph_parity, run, "ONNX model")
         if not frame_input:  # the runtime's fast CPU resize, measured on the same images (recorded, not gated)
             metadata["fast_resize_parity"] = compare(model_probs(fast_resized_frames(reference.paths, spec, run_decoding(run))), reference,
                                                      "fp16" if fp16 else "fp32", temperature).to_dict()
@@ -211,8 +150,8 @@ def export_model(
         onnx.save(model, str(staged_onnx))
         require_tensorrt_compatible(staged_onnx, onnx_path)
         if format == "engine":
-            build = build_engine(staged_onnx, staging / artifact.name, timing_cache=timing_cache,
-                                 workspace_gib=workspace_gib, optimization_level=optimization_level)
+            build = build_engine(staged_onnx, staging / artifact.name, timing_cache=options.timing_cache,
+                                 workspace_gib=options.workspace_gib, optimization_level=options.optimization_level)
             engine_gate = build.gate
             publish(build.sidecar, sidecar_path(artifact))
             publish(build.engine, artifact)
@@ -242,7 +181,7 @@ def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: fl
     parity = compare(probs, reference, "int8", temperature, min_agreement)
     resolution = f" (with {parity.images} test images, one disagreement costs {100 / parity.images:.1f} %)" \
         if parity.images < 100 else ""
-    _gate(parity, run, "INT8 model", f"{resolution}. This run's decisions turn on logit differences finer than INT8 "
+    require_parity(parity, run, "INT8 model", f"{resolution}. This run's decisions turn on logit differences finer than INT8 "
           "resolves: export fp32 or --fp16 instead, calibrate on more representative images (--calib), or accept "
           "less agreement (--min-agreement)")
     return parity

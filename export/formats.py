@@ -9,18 +9,24 @@ before anything heavy loads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from clipedge.core.errors import ClipedgeError
+
+if TYPE_CHECKING:
+    from .options import ExportOptions
 
 #: options every format takes
 COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int8"})
 #: options that only mean something with --int8
-INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement"})
+INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement", "calib_seed"})
 #: options that only mean something with --frame (the camera-frame input)
 FRAME_OPTIONS = frozenset({"pixel_format", "colour_matrix"})
 #: options an --adaptable export cannot honour (clipedge.export.adaptable)
 ADAPTABLE_REFUSED = frozenset({"int8", "embeddings", "frame", "batch", "fixed_batch"})
-#: the repository options of --format triton (clipedge.runtime.serve_cli.repository_options)
+#: the repository options of --format triton (clipedge.cli.triton.repository_options)
 TRITON_OPTIONS = frozenset({"name", "max_batch", "max_queue_delay_us", "instances", "instance_kind", "ort_tensorrt",
                             "overwrite"})
 
@@ -31,21 +37,29 @@ class ExportFormat:
     summary: str
     #: options beyond COMMON_OPTIONS (and, with --int8, INT8_OPTIONS) that this format accepts
     options: frozenset[str]
+    #: "module:function" (under clipedge.export) that writes this format; imported when an export runs, so this
+    #: table stays torch-free for the CLI
+    builder: str
     #: common options this format cannot honour, each with the reason
     refused: tuple[tuple[str, str], ...] = ()
+
+    def build(self, run_dir: str | Path, options: ExportOptions) -> Any:
+        """Run this format's builder on a validated ``options``; returns its :class:`ExportResult`."""
+        module, function = self.builder.split(":")
+        return getattr(import_module(f"clipedge.export.{module}"), function)(run_dir, options)
 
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)",
-                 frozenset({"batch", "fixed_batch", "frame", "adaptable", *FRAME_OPTIONS})),
+                 frozenset({"batch", "fixed_batch", "frame", "adaptable", *FRAME_OPTIONS}), "exporter:export_fused"),
     ExportFormat("engine", "a TensorRT engine built on this machine's GPU",
-                 frozenset({"batch", "fixed_batch", "timing_cache"})),
+                 frozenset({"batch", "fixed_batch", "timing_cache"}), "exporter:export_fused"),
     ExportFormat("deepstream", "a folder for DeepStream's Gst-nvinfer: float NCHW ONNX, labels, config_infer_*.txt",
-                 frozenset({"batch", "process_mode", "overwrite"}),
+                 frozenset({"batch", "process_mode", "overwrite"}), "deepstream:export_deepstream",
                  (("int8", "nvinfer turns INT8 on only with an int8-calib-file, else falls back to FP16; export fp32 or --fp16"),
                   ("embeddings", "nvinfer's classifier reads one softmax output; the variant has probs only"))),
     ExportFormat("triton", "a Triton model repository around the ONNX (--out REPO)",
-                 frozenset({"batch", "fixed_batch", *TRITON_OPTIONS})),
+                 frozenset({"batch", "fixed_batch", *TRITON_OPTIONS}), "triton_export:export_triton"),
 )}
 
 

@@ -9,7 +9,7 @@ runtime's PIL path does on the CPU, to the grey level:
    on (the central square of a 16:9 frame plus the filter's reach), so no
    work is spent on what the crop throws away;
 3. colour: channel order by a Gather; NV12 by the integer formula of
-   ``clipedge.runtime.nv12``, chroma replicated over its 2x2 block;
+   ``clipedge.runtime.preprocessing.nv12``, chroma replicated over its 2x2 block;
 4. Pillow's two resampling passes, in Pillow's order, each a MatMul with the
    constant integer weights of ``pil_resample`` followed by Pillow's
    ``clip((Σ + 2**21) >> 22)``.

@@ -23,26 +23,12 @@ from dataclasses import dataclass
 import onnx
 import torch
 
-from clipedge.core.errors import ClipedgeError
-from clipedge.runtime.tensorrt.operators import OPSET_RANGE as TENSORRT_OPSETS
-
 from .frame_input import FrameClassifier
 from .fuse import FusedClassifier
 from .metadata import INPUT_NAME, output_names
+from .options import OPSET
 
-OPSET = 18
-#: torchlib's ONNX functions are written for opset 18; asked for 17, the exporter's down-conversion fails
-#: on Reduce* axes inputs and it silently keeps 18, so 17 is refused rather than mislabelled.
-MIN_OPSET = 18
 MAX_DYNAMIC_BATCH = 4096
-
-
-def check_opset(opset: int) -> None:
-    """From what torch's dynamo exporter emits up to what every TensorRT 10.x parser reads."""
-    highest = TENSORRT_OPSETS[1]
-    if not MIN_OPSET <= opset <= highest:
-        raise ClipedgeError(f"--opset {opset}: expected {MIN_OPSET} to {highest} (torch's dynamo exporter emits "
-                            f"{MIN_OPSET} or newer; TensorRT 10.x parses up to {highest})")
 
 
 @dataclass

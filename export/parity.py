@@ -32,11 +32,11 @@ from clipedge.runtime.contract import FrameInput, ReferenceSet, run_in_batches
 from clipedge.runtime.preprocessing.nv12 import nv12_to_rgb, rgb_to_nv12
 
 from .fuse import FusedClassifier
+from .options import PARITY_IMAGES
 
 #: precision -> (minimum top-1 agreement, maximum |Δprob| at temperature 1; None: reported, not gated).
 #: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
 TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
-PARITY_IMAGES = 64
 #: frames embedded in the ONNX for the engine gate on the device: a few, since they travel in every model file
 REFERENCE_SET_IMAGES = 8
 REFERENCE_BATCH = 16

@@ -35,7 +35,8 @@ from clipedge.heads.clip_adapter import blend
 from clipedge.runtime.contract import run_in_batches
 from clipedge.runtime.text.tokenizer import ClipTokenizer
 
-from .onnx_export import OPSET, OnnxGraph, trace_to_onnx
+from .onnx_export import OnnxGraph, trace_to_onnx
+from .options import OPSET
 from .parity import REFERENCE_BATCH, TOLERANCES, exact_fp32, onnxruntime_backend
 
 TOKENS_INPUT = "tokens"

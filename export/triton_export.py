@@ -1,46 +1,45 @@
 """``clipedge export RUN --format triton --out REPO``: export the ONNX (fp32, --fp16 or --int8) and write a
 Triton model repository around it with the runtime's torch-free writer (clipedge.runtime.triton.repository).
 
-The destination is checked before the slow export; the ONNX is exported and gated into a scratch folder
-beside the repository and only then copied into REPO/NAME/1/model.onnx, so a failed gate writes nothing.
+The destination is checked before the slow export; the ONNX is exported and gated into a staging folder
+beside the repository (clipedge.core.atomic, as every export) and only then copied into REPO/NAME/1/model.onnx, so a failed gate writes nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from clipedge.core.atomic import staging_folder
 from clipedge.core.errors import ClipedgeError
 from clipedge.run_dir import load_run
-from clipedge.runtime.triton.repository import RepositoryOptions, check_repository_destination, write_repository
+from clipedge.runtime.triton.repository import check_repository_destination, write_repository
 
-from .exporter import ExportResult, export_model
+from .exporter import export_fused
+from .formats import TRITON_OPTIONS
+from .options import ExportOptions
+from .result import ExportResult
 
 
 def default_repository(run_dir: str | Path) -> Path:
     return load_run(run_dir).path / "export" / "triton"
 
 
-def export_triton(run_dir: str | Path, out: str | Path | None = None, options: RepositoryOptions = RepositoryOptions(),
-                  overwrite: bool = False, **export_options: Any) -> ExportResult:
-    """Export RUN to ONNX (``export_options`` as for :func:`export_model`) and write REPO/NAME around it; the
+def export_triton(run_dir: str | Path, options: ExportOptions) -> ExportResult:
+    """Export RUN to ONNX (fp32, ``fp16`` or ``int8``) and write REPO/NAME around it (``options.out`` is REPO); the
     result's artifact is the repository's model file, ``related["repository"]`` its model folder."""
-    options.validate()
-    repo = Path(out) if out else default_repository(run_dir)
-    if out is None:
+    repository = options.repository_options()
+    repo = Path(options.out) if options.out else default_repository(run_dir)
+    if options.out is None:
         repo.parent.mkdir(exist_ok=True)
     if not repo.parent.is_dir():
         raise ClipedgeError(f"--out {repo}: folder {repo.parent} does not exist")
-    check_repository_destination(repo, options.name, overwrite)
-    scratch = Path(tempfile.mkdtemp(prefix=".clipedge-triton-", dir=repo.parent))
-    try:
-        result = export_model(run_dir, out=scratch / "model.onnx", format="onnx", **export_options)
-        folder = write_repository(result.artifact, repo, options, overwrite)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    check_repository_destination(repo, repository.name, options.overwrite)
+    with staging_folder(repo) as scratch:
+        onnx_options = replace(options, format="onnx", out=scratch / "model.onnx", overwrite=False,
+                               **{name: getattr(ExportOptions(), name) for name in TRITON_OPTIONS - {"overwrite"}})
+        result = export_fused(run_dir, onnx_options)
+        folder = write_repository(result.artifact, repo, repository, options.overwrite)
     model = folder / "1" / "model.onnx"
-    return dataclasses.replace(result, artifact=model, format="triton", size_bytes=model.stat().st_size,
-                               related={**result.related, "repository": folder})
+    return replace(result, artifact=model, format="triton", size_bytes=model.stat().st_size,
+                   related={**result.related, "repository": folder})

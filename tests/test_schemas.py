@@ -7,24 +7,15 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from cli_checks import validate
 from click.testing import CliRunner
 from conftest import write_image_folder
-from referencing import Registry, Resource
 
 import clipedge
 from clipedge.cli import main
 from clipedge.runtime.contract import decode_metadata
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
-from clipedge.runtime.schemas import SCHEMA_VERSIONS, load_schema
-
-REGISTRY = Registry().with_resources(
-    (load_schema(name)["$id"], Resource.from_contents(load_schema(name))) for name in SCHEMA_VERSIONS)
-
-
-def validate(document: dict, name: str) -> None:
-    schema = load_schema(name)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.Draft202012Validator(schema, registry=REGISTRY).validate(document)
+from clipedge.runtime.schemas import SCHEMA_VERSIONS
 
 
 @pytest.fixture(scope="module")

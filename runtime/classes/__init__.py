@@ -2,7 +2,10 @@
 readout, and learning classes on the device by name and from images, all torch-free.
 
 ``bank`` (ClassBank, save_bank, load_bank, bank_path_for), ``manifest`` (the schema check without jsonschema),
-``readout`` (bank_logits).
+``readout`` (bank_logits, the softmax), ``rows`` (a new class's row on the bank's scale: text, GDA, prototype),
+``learning`` (edits as pure functions), ``text_encoder`` (the exported text tower), ``class_images`` (example
+photos under the decode policy), ``model_classes`` (the bank a model reads, checked against it) and ``editing``
+(the Classifier methods).
 """
 
 from .bank import ClassBank, bank_path_for, load_bank, save_bank

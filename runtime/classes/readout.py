@@ -33,3 +33,10 @@ def bank_logits(bank: ClassBank, embeddings: np.ndarray, values: np.ndarray | No
         affinity = np.exp(np.float32(-bank.cache_beta) * (np.float32(1.0) - embeddings @ bank.cache_keys.T))
         logits += np.float32(bank.cache_alpha) * (affinity @ (cache_values(bank) if values is None else values))
     return logits.astype(np.float32, copy=False)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / T)`` in float32, as the fused graph ends."""
+    scaled = logits / np.float32(temperature) if temperature != 1.0 else logits
+    shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)

@@ -139,7 +139,7 @@ def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
 
 def load_image(path: str | Path, decoding: DecodeOptions = DecodeOptions(),
                draft_for: tuple[int, str] | None = None) -> Image.Image:
-    """Decode an image file to RGB the way training did (clipedge.images); an UnreadableImage (a ClipedgeError
+    """Decode an image file to RGB the way training did (clipedge.core.images); an UnreadableImage (a ClipedgeError
     naming the file and the reason) otherwise.
 
     ``draft_for=(size, resize_mode)`` (the fast path) lets a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT

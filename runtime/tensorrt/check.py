@@ -1,7 +1,7 @@
 """Would TensorRT 10.x parse this ONNX? A static check against NVIDIA's published rules, without TensorRT.
 
 No GPU or TensorRT exists where clipedge is built and tested, so the exported graphs are held to what
-onnx-tensorrt documents and enforces (:mod:`clipedge.runtime.tensorrt_operators` has the table and its source):
+onnx-tensorrt documents and enforces (:mod:`clipedge.runtime.tensorrt.operators` has the table and its source):
 
 - ``operator``: the op type is in the supported-operator table (default ONNX domain only: no custom ops);
 - ``dtype``: the node's data input has a type the table lists for that op;

@@ -9,7 +9,7 @@ inclusive range of opset 9 to opset 20". Only rows marked "Y" are listed; a miss
 The type column names the operator's data types; UINT8 appears only for Cast/CastLike because "UINT8 is only
 supported as network input or output tensor types" (same document), and INT8/FP8/FP4/INT4 are "quantized
 types", reachable only through QuantizeLinear/DequantizeLinear. Restrictions the table states in words are
-checked in :mod:`clipedge.runtime.tensorrt_check` where they can apply to a clipedge graph.
+checked in :mod:`clipedge.runtime.tensorrt.check` where they can apply to a clipedge graph.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import fails_cleanly
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
@@ -19,17 +20,6 @@ BASE = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "2"]
 TINY = [*BASE, "--views", "1", "--epochs", "1"]  # quick settings of the default method, clip-adapter
 
 
-def fails_cleanly(args: list, expected: str, tmp_path: Path | None = None) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.output
-    assert expected in errors[0], errors[0]
-    if tmp_path is not None:
-        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")], "staging left behind"
-        assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
-    return errors[0]
 
 
 def test_missing_data_folder(tmp_path):

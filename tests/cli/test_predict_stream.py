@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from onnx_models import COLOURS, clipedge_metadata, contract_onnx, plain_classifier_onnx, solid
 from PIL import Image
-from test_runtime import COLOURS, clipedge_metadata, contract_onnx, plain_classifier_onnx, solid
 
 from clipedge.cli import main
 from clipedge.cli.predict_output import stream_predictions, walk_files

@@ -238,7 +238,7 @@ def test_export_bad_input(runs, tmp_path, monkeypatch):
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     if os.geteuid() == 0:  # root writes anywhere: emulate what access(2) tells every other user
         real_access = os.access
-        monkeypatch.setattr("clipedge.atomic.os.access",
+        monkeypatch.setattr("clipedge.core.atomic.os.access",
                             lambda path, mode: str(path) != str(locked) and real_access(path, mode))
     export_fails([run, "--out", locked / "m.onnx"], "not writable")
     assert not any(p.name.endswith(".onnx") for p in tmp_path.rglob("*"))

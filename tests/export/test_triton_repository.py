@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 import clipedge
 from clipedge.cli import main
 from clipedge.core.errors import ClipedgeError
+from clipedge.export import export_model
 from clipedge.runtime.contract import sidecar_path
 from clipedge.runtime.triton.repository import RepositoryOptions, build_config, read_signature
 from clipedge.runtime.triton.server import ServeOptions, resolve_model, serving_repository
@@ -38,13 +39,15 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def repository(run_dir, tmp_path_factory):
-    """Two models in one repository, written by `clipedge export --format triton`: a dynamic-batch one with
-    embeddings, and a fixed-batch one."""
+    """Two models in one repository: a dynamic-batch one with embeddings written by `clipedge export --format
+    triton`, and a fixed-batch one written by the Python API, ``export_model(run, repo, format="triton")``."""
     repo = tmp_path_factory.mktemp("repo") / "models"
-    for args in (["--name", "dynamic", "--embeddings", "--max-batch", "16", "--instances", "2"],
-                 ["--name", "fixed", "--fixed-batch", "--batch", "2"]):
-        result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "triton", "--out", str(repo), *args])
-        assert result.exit_code == 0, result.output
+    args = ["--name", "dynamic", "--embeddings", "--max-batch", "16", "--instances", "2"]
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--format", "triton", "--out", str(repo), *args])
+    assert result.exit_code == 0, result.output
+    written = export_model(run_dir, repo, format="triton", name="fixed", fixed_batch=True, batch=2, progress=False)
+    assert written.format == "triton" and written.artifact == repo / "fixed" / "1" / "model.onnx"
+    assert written.related["repository"] == repo / "fixed" and not (run_dir / "export" / "model.onnx").exists()
     return repo
 
 

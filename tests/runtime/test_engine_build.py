@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_image_folder
 from onnx import TensorProto, helper
-from test_runtime import BLOCK_TORCH
+from onnx_models import BLOCK_TORCH
 
 import clipedge
 from clipedge.cli import main

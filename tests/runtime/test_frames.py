@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cli_checks import fails_cleanly
 from click.testing import CliRunner
 from conftest import write_image_folder
 from PIL import Image
-from test_bad_input import fails_cleanly
 
 import clipedge
 from clipedge.cli import main
@@ -297,7 +297,7 @@ def test_bench_frame_bad_input(exports, tmp_path):
     Image.new("L", (64, 48), 128).save(grey)
     fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", cmyk], "decodes to CMYK, expected a colour")
     fails_cleanly(["bench", model, "--frame", "64x48", "--jpeg", grey], "decodes to L, expected a colour")
-    from test_inputs import bad_files
+    from bad_image_files import bad_files
 
     for name, (content, reason) in bad_files().items():  # every decoder failure class: one line, no traceback
         (tmp_path / name).write_bytes(content)

@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper
+from onnx import TensorProto
 from onnx.external_data_helper import set_external_data
+from onnx_models import BLOCK_TORCH, COLOURS, SIZE, clipedge_metadata, contract_onnx, plain_classifier_onnx, solid
 from PIL import Image
 
 from clipedge.cli import main
@@ -32,50 +33,6 @@ from clipedge.runtime.bench.local import measure, measure_alternating, parse_bat
 from clipedge.runtime.contract import engine_fingerprint, read_sidecar, sidecar_path
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
 from clipedge.runtime.preprocessing.transform import prepare_batch, prepare_frame
-
-COLOURS = ["red", "green", "blue"]
-SIZE = 16
-
-
-def contract_onnx(path: Path, metadata: dict[str, str] | None = None, size: int = SIZE, classes: int = 3,
-                  fixed_batch: int | None = None, input_type: int = TensorProto.UINT8) -> Path:
-    """An ONNX model honouring the export contract: class i scores the mean of colour channel i (mod 3)."""
-    batch = fixed_batch or "N"
-    images = helper.make_tensor_value_info("images", input_type, [batch, size, size, 3])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])
-    probs = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])
-    weights = np.zeros((3, classes), np.float32)
-    weights[np.arange(classes) % 3, np.arange(classes)] = 0.1
-    nodes = [
-        helper.make_node("Cast", ["images"], ["pixels"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["pixels", "axes"], ["colour"], keepdims=0),
-        helper.make_node("MatMul", ["colour", "weights"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
-    ]
-    initializers = [onnx.numpy_helper.from_array(weights, "weights"),
-                    onnx.numpy_helper.from_array(np.array([1, 2], np.int64), "axes")]
-    model = helper.make_model(helper.make_graph(nodes, "contract", [images], [logits, probs], initializers),
-                              opset_imports=[helper.make_opsetid("", 18)])
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def clipedge_metadata(**extra: str) -> dict[str, str]:
-    return {"class_names": json.dumps(COLOURS), "image_size": str(SIZE), "interpolation": "bicubic",
-            "input": json.dumps({"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
-                                 "shape": ["N", SIZE, SIZE, 3]}),
-            "outputs": json.dumps(["logits", "probs"]), "resize_mode": "shortest", "method": "zero-shot",
-            "precision": "fp32", "clipedge_version": "test", "source_run": "/nowhere", **extra}
-
-
-def solid(colour: str, height: int = SIZE, width: int = SIZE) -> np.ndarray:
-    frame = np.full((height, width, 3), 30, np.uint8)
-    frame[..., COLOURS.index(colour)] = 220
-    return frame
 
 
 @pytest.fixture
@@ -211,16 +168,6 @@ def test_classifier_is_safe_to_share_between_threads(model):
     assert outcomes == [expected] * 20 and expected == COLOURS * 3
 
 
-def plain_classifier_onnx(path: Path, output: str = "scores", input_type: int = TensorProto.UINT8) -> Path:
-    """A model from elsewhere: no clipedge metadata, one output of logits under its own name."""
-    model = onnx.load(str(contract_onnx(path, input_type=input_type)))
-    del model.graph.output[1]
-    del model.graph.node[-1]  # no softmax: the runtime computes probabilities from the one output
-    model.graph.node[-1].output[0] = output
-    model.graph.output[0].name = output
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def test_onnx_that_is_not_a_clipedge_export_needs_labels(tmp_path):
@@ -422,15 +369,6 @@ def test_measure_and_batches():
         parse_batches("0,2")
 
 
-BLOCK_TORCH = """
-import importlib.abc, sys
-from pathlib import Path
-class BlockTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
-            raise ImportError(f"{name} is blocked: the runtime must not need it")
-sys.meta_path.insert(0, BlockTorch())
-"""
 
 
 def test_the_runtime_runs_without_torch(model, frames_folder):
@@ -443,7 +381,7 @@ def test_the_runtime_runs_without_torch(model, frames_folder):
         f"main(['bench', {str(model)!r}, '--batch', '2', '--iters', '2', '--warmup', '0', '--baseline', {str(model)!r}],"
         " standalone_mode=False)\n"
         "from clipedge.runtime.backends.onnxruntime_backend import tensorrt_options\n"  # ONNX Runtime's TensorRT route
-        "from clipedge.runtime.onnx_metadata import read_onnx_metadata\n"
+        "from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata\n"
         f"assert tensorrt_options(Path({str(model)!r}), read_onnx_metadata(Path({str(model)!r})))"
         "['trt_profile_max_shapes'].endswith('x3')\n"
         "leaked = [m for m in ('torch', 'torchvision', 'open_clip') if m in sys.modules]\n"

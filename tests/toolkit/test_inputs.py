@@ -10,21 +10,20 @@ installed Pillow).
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_image_files import bad_files, encoded
+from cli_checks import validate
 from click.testing import CliRunner
 from conftest import make_image, write_image_folder
 from PIL import Image
-from test_schemas import validate
 
 import clipedge
 from clipedge.cli import main
@@ -38,44 +37,14 @@ EXIF_ORIENTATION = 0x0112
 # --- crafted files ------------------------------------------------------------------------------------------------
 
 
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_header(width: int, height: int) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
 
 
-def dds_with_fourcc(fourcc: bytes) -> bytes:
-    """A DDS header whose compressed pixel format (FourCC) Pillow does not implement."""
-    header = struct.pack("<7I", 124, 0x1 | 0x2 | 0x4 | 0x1000, 4, 4, 0, 0, 0) + bytes(44)
-    pixel_format = struct.pack("<2I", 32, 0x4) + fourcc + bytes(20)
-    return b"DDS " + header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + bytes(64)
 
 
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
-def bad_files() -> dict[str, tuple[bytes, str]]:
-    """name -> (content, the reason it must be skipped with): one file per decoder failure class."""
-    photo = make_image((200, 120, 40), np.random.default_rng(5), size=64)
-    jpeg, png = encoded(photo, "JPEG", quality=90), encoded(photo, "PNG")
-    pixels = png_chunk(b"IDAT", zlib.compress(b"\x00" + bytes(12)) * 4)
-    return {
-        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),  # passes the header check, fails to decode
-        "truncated.png": (png[: len(png) // 2], "truncated"),
-        "wrong_magic.jpg": (b"GIF89a" + bytes(40), "not-an-image"),
-        "empty.png": (b"", "empty"),
-        "bc7.dds": (dds_with_fourcc(b"ZZZ9"), "unsupported"),  # NotImplementedError in Pillow's DDS plugin
-        # a format Pillow identifies but cannot decode: it opens as a 0x0 image (the fast resize divided by zero)
-        "stub.bufr": (b"BUFR" + bytes(60), "unsupported"),
-        "no_frames.png": (png_header(128, 64) + png_chunk(b"acTL", bytes(8)) + png_chunk(b"IEND", b""), "corrupt"),
-        "huge.png": (png_header(100_000, 100_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
-        "large.png": (png_header(12_000, 12_000) + pixels + png_chunk(b"IEND", b""), "too-large"),
-    }
 
 
 def add_bad_files(folder: Path, prefix: str = "") -> dict[str, str]:
@@ -135,7 +104,7 @@ def test_a_file_is_identified_the_same_whatever_was_opened_before(tmp_path):
     plain = subprocess.run([sys.executable, "-c", f"{opens}; print(Image.open({str(ico)!r}).format)"],
                            capture_output=True, text=True, check=True)
     assert plain.stdout.strip() == "TGA"  # the test can tell: Pillow alone misidentifies it
-    ours = subprocess.run([sys.executable, "-c", f"{opens}; from clipedge.images import load_rgb; "
+    ours = subprocess.run([sys.executable, "-c", f"{opens}; from clipedge.core.images import load_rgb; "
                                                  f"print(load_rgb({str(ico)!r}).size)"],
                           capture_output=True, text=True, check=True)
     assert ours.stdout.strip() == "(150, 150)"
@@ -164,7 +133,7 @@ def test_declared_size_is_refused_before_any_pixels_are_allocated(tmp_path):
 import resource, sys
 from pathlib import Path
 from PIL import Image
-from clipedge.images import UnreadableImage, load_rgb
+from clipedge.core.images import UnreadableImage, load_rgb
 with open("/proc/self/statm") as statm:
     used = int(statm.read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (used + (200 << 20), resource.RLIM_INFINITY))
@@ -215,7 +184,7 @@ def test_animations_and_multi_page_files_use_the_first_frame(tmp_path):
 
 
 def test_libtiff_warnings_are_captured_per_file_and_summarised(tmp_path, capfd):
-    from test_runtime import clipedge_metadata, contract_onnx
+    from onnx_models import clipedge_metadata, contract_onnx
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -379,7 +348,7 @@ def test_eval_on_a_folder_and_int8_calibration_folder_skip_with_reasons(run_with
 
 
 def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
-    from test_runtime import clipedge_metadata, contract_onnx
+    from onnx_models import clipedge_metadata, contract_onnx
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -397,7 +366,7 @@ def test_predict_skips_each_failure_class_with_its_reason(tmp_path):
 
 
 def test_the_runtime_applies_the_pixel_limit_its_training_recorded(tmp_path):
-    from test_runtime import clipedge_metadata, contract_onnx
+    from onnx_models import clipedge_metadata, contract_onnx
 
     from clipedge.runtime import Classifier
 
@@ -410,7 +379,7 @@ def test_the_runtime_applies_the_pixel_limit_its_training_recorded(tmp_path):
 
 
 def test_predict_json_lists_the_reasons_when_no_file_decodes(tmp_path):
-    from test_runtime import clipedge_metadata, contract_onnx
+    from onnx_models import clipedge_metadata, contract_onnx
 
     folder = tmp_path / "frames"
     folder.mkdir()

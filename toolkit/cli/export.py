@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS, Int8Options
+from clipedge.calibration.int8_options import DEFAULT_COUNT, DEFAULT_MIN_AGREEMENT, METHODS
 from clipedge.cli.triton import repository_options
 from clipedge.core.tables import format_table
-from clipedge.export.formats import FORMATS, validate_export_options
-from clipedge.runtime.contract import COLOUR_MATRICES, PIXEL_FORMATS, parse_frame
+from clipedge.export.formats import FORMATS
+from clipedge.export.options import OPSET, ExportOptions
+from clipedge.runtime.contract import COLOUR_MATRICES, PIXEL_FORMATS
 from clipedge.runtime.tensorrt.engine_build import describe_gate
 
 
@@ -38,7 +39,7 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--adaptable", is_flag=True,
               help="Classes as data: the model ends at the embeddings; the class bank (.classes.npz) and the text "
                    "model (.text.onnx) are written beside it, so classes can be added on the device.")
-@click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
+@click.option("--opset", default=OPSET, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
 @click.option("--timing-cache", type=click.Path(path_type=Path),
@@ -64,33 +65,13 @@ def _megabytes(num_bytes: int) -> str:
               help="--pixel-format nv12: the limited-range YCbCr matrix (default: GStreamer's, bt709 above 576 "
                    "lines, bt601 up to 576).")
 @repository_options
-def export_command(run: Path, format_: str, fp16: bool, batch: str | None, fixed_batch: bool, out: Path | None,
-                   embeddings: bool, adaptable: bool, opset: int, device: str, timing_cache: Path | None, int8: bool,
-                   calib: Path | None, calib_count: int, calib_method: str, min_agreement: float,
-                   process_mode: str | None, frame: str | None, pixel_format: str, colour_matrix: str | None,
-                   **repository: Any) -> None:
+def export_command(run: Path, format_: str, **flags: Any) -> None:
     """Fuse RUN's encoder and head into one model (uint8 images in, probabilities out) and check it."""
-    context = click.get_current_context()
-    given = {name for name in context.params
-             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT} - {"run", "format_"}
-    validate_export_options(format_, given)  # before torch loads: a wrong combination fails in milliseconds
-    if frame:
-        parse_frame(frame, pixel_format, colour_matrix)
+    options = ExportOptions.of(format=format_, **flags)
+    options.validate()  # before torch loads: a wrong combination fails in milliseconds, as the API refuses it
     from clipedge.export.exporter import export_model
 
-    int8_options = Int8Options(calib, calib_count, calib_method, min_agreement) if int8 else None
-    settings = dict(fp16=fp16, batch=batch, embeddings=embeddings, fixed_batch=fixed_batch, opset=opset, device=device,
-                    int8=int8_options)
-    overwrite = repository.pop("overwrite")  # --format triton: REPO/NAME; --format deepstream: the --out folder
-    if format_ == "triton":
-        from clipedge.export.triton_export import export_triton
-        from clipedge.runtime.triton.repository import RepositoryOptions
-
-        result = export_triton(run, out, RepositoryOptions(**repository), overwrite, **settings)
-    else:
-        result = export_model(run, out=out, format=format_, timing_cache=timing_cache, process_mode=process_mode,
-                              overwrite=overwrite, frame=frame, pixel_format=pixel_format,
-                              colour_matrix=colour_matrix, adaptable=adaptable, **settings)
+    result = export_model(run, options=options)
     parity = result.parity
     click.echo(format_table(
         ["artifact", "size", "precision", "ONNX nodes", "top-1 agreement", "max |Δprob|", "seconds"],
