@@ -136,7 +136,7 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
         "backbone": backbone.spec.to_dict(),
         "class_names": data.class_names,
         "templates": templates,
-        "head": {"kind": head.kind, "hparams": head.hparams()},
+        "head": {"kind": head.kind, "hparams": {**head.hparams(), "selection": head.selection}},
         "data": {
             "root": str(data.root),
             "split_file": SPLIT_FILE,

@@ -98,6 +98,7 @@ class ClipAdapterHead(Head):
     """logits = scale · norm(α·A(f) + (1−α)·f) · Wᵀ"""
 
     kind = "clip-adapter"
+    selection = "fixed recipe and α = 0.2; with --alpha auto, α on val over 0.1, 0.2, 0.4, 0.6, 0.8"
     Options = ClipAdapterOptions
 
     def __init__(

@@ -61,6 +61,7 @@ class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
+    selection = "α, β on val over the official grid (ImageNet's, widened to DTD's at its edge)"
     Options = TipAdapterOptions
 
     def __init__(
@@ -133,6 +134,7 @@ class TipAdapterFHead(TipAdapterHead):
 
     kind = "tip-adapter-f"
     trains = True
+    selection = "keys: the best val epoch of a fixed recipe; then α, β on val as Tip-Adapter"
     Options = TipAdapterFOptions
 
 
