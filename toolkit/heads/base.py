@@ -181,8 +181,9 @@ class Head(nn.Module, metaclass=ABCMeta):
         return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
 
     def hparams(self) -> dict[str, Any]:
-        """Constructor arguments beyond W and the scale; stored in the manifest."""
-        return {}
+        """Constructor arguments beyond W and the scale, and the method's selection protocol (a record that
+        ``restore`` leaves out); stored in the manifest."""
+        return {"selection": self.selection}
 
     @torch.no_grad()
     def fold_logit_scale(self) -> None:

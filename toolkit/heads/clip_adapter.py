@@ -144,7 +144,7 @@ class ClipAdapterHead(Head):
             self.text_adapter = None
 
     def hparams(self) -> dict:
-        return {"alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
+        return {**super().hparams(), "alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
 
     def refit_options(self, recorded: dict, **common) -> ClipAdapterOptions:
         """The recorded recipe with this head's α and branch (α is not searched again)."""

@@ -101,7 +101,7 @@ class GdaHead(Head):
         return Readout(weights.detach().clone(), (self.alpha * self.gda_bias).detach().clone(), 1.0)
 
     def hparams(self) -> dict:
-        return {"alpha": self.alpha}
+        return {**super().hparams(), "alpha": self.alpha}
 
     @classmethod
     def fit(cls, problem: FewShotProblem, options: GdaOptions) -> GdaHead:

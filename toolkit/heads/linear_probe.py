@@ -76,7 +76,7 @@ class LinearProbeHead(Head):
         return Readout(self.linear.weight.detach().clone(), self.linear.bias.detach().clone(), 1.0)
 
     def hparams(self) -> dict:
-        return {"penalty": self.penalty}
+        return {**super().hparams(), "penalty": self.penalty}
 
     def fold_logit_scale(self) -> None:
         """Nothing to fold: a probe's logits never use CLIP's logit scale."""

@@ -100,7 +100,8 @@ class TipAdapterHead(Head):
         return readout
 
     def hparams(self) -> dict:
-        return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
+        return {**super().hparams(), "num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta,
+                "shots_per_class": self.shots_per_class}
 
     @classmethod
     def from_cache(cls, problem: FewShotProblem) -> TipAdapterHead:
