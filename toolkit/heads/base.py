@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -155,6 +156,8 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     kind: ClassVar[str]
     trains: ClassVar[bool] = False
+    #: what this method chooses on val and what it keeps fixed (recorded beside its hparams in the manifest)
+    selection: ClassVar[str] = "nothing chosen: no hyperparameters"
     #: the options this method accepts; the factory (``head_options``) refuses any other
     Options: ClassVar[type[TrainOptions]] = TrainOptions
 
@@ -178,8 +181,9 @@ class Head(nn.Module, metaclass=ABCMeta):
         return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
 
     def hparams(self) -> dict[str, Any]:
-        """Constructor arguments beyond W and the scale; stored in the manifest."""
-        return {}
+        """Constructor arguments beyond W and the scale, and the method's selection protocol (a record that
+        ``restore`` leaves out); stored in the manifest."""
+        return {"selection": self.selection}
 
     @torch.no_grad()
     def fold_logit_scale(self) -> None:
@@ -207,6 +211,7 @@ class Head(nn.Module, metaclass=ABCMeta):
     @classmethod
     def restore(cls, tensors: dict[str, torch.Tensor], hparams: dict[str, Any]) -> Head:
         """Rebuild a trained head from ``head.safetensors`` tensors and manifest hparams."""
+        hparams = {name: value for name, value in hparams.items() if name != "selection"}  # a record, not an argument
         head = cls(tensors["text_weights"], float(tensors["logit_scale"]), **hparams)
         head.load_state_dict(tensors)
         return head.eval()
@@ -246,13 +251,14 @@ def train_head(
     recipe: Recipe,
     keep_best_on_val: bool = False,
     description: str = "train",
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> Head:
     """Cross-entropy training of ``head``'s trainable parameters on cached augmented views, per ``recipe``.
 
     Each epoch shows every image once, as one randomly chosen cached view. With
     ``keep_best_on_val`` the epoch with the best validation accuracy is kept
     (never the test set: that is the flaw in the official Tip-Adapter-F script
-    that this avoids).
+    that this avoids). ``penalty``, if given, is added to every batch's loss (CLAP's constraint).
     """
     device = torch.device(options.device)
     generator = torch.Generator().manual_seed(options.seed)
@@ -283,6 +289,8 @@ def train_head(
             batch = views[chosen_views[index], index]
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = F.cross_entropy(head(batch).float(), labels[index])
+                if penalty is not None:
+                    loss = loss + penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

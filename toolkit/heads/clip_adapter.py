@@ -98,6 +98,7 @@ class ClipAdapterHead(Head):
     """logits = scale · norm(α·A(f) + (1−α)·f) · Wᵀ"""
 
     kind = "clip-adapter"
+    selection = "fixed recipe and α = 0.2; with --alpha auto, α on val over 0.1, 0.2, 0.4, 0.6, 0.8"
     Options = ClipAdapterOptions
 
     def __init__(
@@ -143,7 +144,7 @@ class ClipAdapterHead(Head):
             self.text_adapter = None
 
     def hparams(self) -> dict:
-        return {"alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
+        return {**super().hparams(), "alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
 
     def refit_options(self, recorded: dict, **common) -> ClipAdapterOptions:
         """The recorded recipe with this head's α and branch (α is not searched again)."""

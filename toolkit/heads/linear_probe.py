@@ -60,6 +60,7 @@ class LinearProbeHead(Head):
     """logits = norm(f) · Aᵀ + b, with A and b learned; W is kept only to describe the run."""
 
     kind = "linear-probe"
+    selection = "L2 penalty on val: 1e-6 … 1e2 by decades, then ×0.3 and ×3 around the best"
     Options = LinearProbeOptions
 
     def __init__(self, text_weights: torch.Tensor, logit_scale: float, penalty: float = DEFAULT_PENALTY):
@@ -75,7 +76,7 @@ class LinearProbeHead(Head):
         return Readout(self.linear.weight.detach().clone(), self.linear.bias.detach().clone(), 1.0)
 
     def hparams(self) -> dict:
-        return {"penalty": self.penalty}
+        return {**super().hparams(), "penalty": self.penalty}
 
     def fold_logit_scale(self) -> None:
         """Nothing to fold: a probe's logits never use CLIP's logit scale."""

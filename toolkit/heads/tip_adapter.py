@@ -61,6 +61,7 @@ class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
+    selection = "α, β on val over the official grid (ImageNet's, widened to DTD's at its edge)"
     Options = TipAdapterOptions
 
     def __init__(
@@ -99,7 +100,8 @@ class TipAdapterHead(Head):
         return readout
 
     def hparams(self) -> dict:
-        return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
+        return {**super().hparams(), "num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta,
+                "shots_per_class": self.shots_per_class}
 
     @classmethod
     def from_cache(cls, problem: FewShotProblem) -> TipAdapterHead:
@@ -133,6 +135,7 @@ class TipAdapterFHead(TipAdapterHead):
 
     kind = "tip-adapter-f"
     trains = True
+    selection = "keys: the best val epoch of a fixed recipe; then α, β on val as Tip-Adapter"
     Options = TipAdapterFOptions
 
 
