@@ -61,8 +61,10 @@ def embedding_space(backbone: Backbone, image_model: Path) -> dict[str, Any]:
 
 
 def rows_are_text(run: Run, readout: Readout) -> bool:
-    """Whether the trained rows are the head's text classifier (zero-shot, CLIP-Adapter, Tip-Adapter), so a class
-    added by name on the device is scaled like them, rather than learned rows (the linear probe)."""
+    """Whether the trained rows are the head's text classifier: unit rows under CLIP's logit scale, the form a class
+    added by name takes, so the device scales it like them. True for zero-shot, CLIP-Adapter and Tip-Adapter(-F),
+    and for ZS-LP and CLAP, which fold their learned prototypes back into that form; False for rows of another
+    scale (the linear probe, LP++, GDA), beside which the runtime rescales a named class."""
     return readout.weights.shape == run.head.text_weights.shape and torch.equal(readout.weights, run.head.text_weights)
 
 
