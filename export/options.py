@@ -54,6 +54,8 @@ class ExportOptions:
     batch: str | int | None = None
     fixed_batch: bool = False
     embeddings: bool = False
+    #: the model ends at the embeddings; class bank and text model beside it (clipedge.export.adaptable)
+    adaptable: bool = False
     opset: int = OPSET
     device: str = "cpu"
     timing_cache: Path | None = None

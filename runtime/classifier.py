@@ -20,6 +20,9 @@ import numpy as np
 
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import DecodeOptions
+from clipedge.runtime.classes.editing import ClassEditing
+from clipedge.runtime.classes.model_classes import EMBEDDINGS, ModelClasses, is_adaptable
+from clipedge.runtime.classes.readout import probabilities
 from clipedge.runtime.preprocessing.boxes import check_boxes, crop_boxes
 from clipedge.runtime.preprocessing.frames import prepare_camera_frames
 from clipedge.runtime.preprocessing.transform import check_resize_quality, prepare_batch, prepare_whole_frame
@@ -67,7 +70,7 @@ class Prediction:
         return {"label": self.label, "score": self.score, **asdict(self)}
 
 
-class Classifier:
+class Classifier(ClassEditing):
     """Load an exported model and classify frames; see the module docstring for thread safety.
 
     ``path``: ``.onnx`` (onnxruntime; provider order TensorRT EP, CUDA EP, CPU,
@@ -94,17 +97,25 @@ class Classifier:
     of a model that is not a clipedge export; such a model is accepted only with
     labels and only if it takes uint8 [N, S, S, 3] RGB frames. Its scores are its
     ``probs``/``logits`` output or its only output, taken as logits.
+
+    An adaptable model (``clipedge export RUN --adaptable``) ends at the image embedding and reads its classes
+    from the bank beside it (``model.classes.npz``; ``classes=BANK`` for another one, or for a model exported with
+    ``--embeddings``): the bank's rows and cache turn embeddings into logits on the host (runtime.classes), then
+    softmax, temperature, rejection and Predictions are as for a fused model. ``add_class``, ``remove_class`` and
+    ``rename_class`` change the classes in memory at once; ``save_classes`` writes the bank.
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, batch_size: int = 32, bgr: bool = False,
                  top_k: int = 5, cuda_graph: bool = False, threads: int | None = None,
                  labels: Sequence[str] | str | Path | None = None, resize_quality: str = "fast",
-                 exif_transpose: bool | None = None, max_image_pixels: int | None = None):
+                 exif_transpose: bool | None = None, max_image_pixels: int | None = None,
+                 classes: str | Path | None = None):
         if batch_size < 1 or top_k < 1:
             raise ClipedgeError(f"batch_size {batch_size}, top_k {top_k}: expected positive numbers")
         self.path, self.bgr, self.top_k = path if is_server_url(path) else Path(path), bgr, top_k
         self.backend: Backend = open_backend(self.path, providers, threads=threads, cuda_graph=cuda_graph)
         self.metadata = self.backend.metadata
+        self.classes = self._class_bank(classes, providers, threads)
         self.frame = frame_input_of(self.metadata)
         self.resize_quality = check_resize_quality(resize_quality)
         self.image_size = self._image_size()
@@ -118,9 +129,13 @@ class Classifier:
         self.batch_size = self.fixed_batch or (min(batch_size, high) if high else batch_size)
         self.rejection_threshold = float(self.metadata["rejection_threshold"]) if "rejection_threshold" in self.metadata else None
         self.rejection_score = self.metadata.get("rejection_score", "max_prob")
+        if self.classes is not None:  # the bank carries the calibration its classes were exported with
+            rejection = self.classes.bank.rejection or {}
+            self.rejection_threshold = rejection.get("threshold")
+            self.rejection_score = rejection.get("score", "max_prob")
         if self.rejection_score not in REJECTION_SCORES:
             raise ClipedgeError(f"model {self.path}: rejection_score {self.rejection_score!r} is not one of {REJECTION_SCORES}")
-        self.temperature = float(self.metadata.get("temperature", 1.0))
+        self.temperature = self.classes.bank.temperature if self.classes else float(self.metadata.get("temperature", 1.0))
         self.decoding = DecodeOptions(exif_transpose_of(self.metadata) if exif_transpose is None else exif_transpose,
                                       max_image_pixels_of(self.metadata) if max_image_pixels is None else max_image_pixels)
         self._lock = threading.Lock()
@@ -152,8 +167,22 @@ class Classifier:
             raise ClipedgeError(f"model {self.path}: no image_size metadata and a dynamic input size")
         return int(shape[1])
 
+    def _class_bank(self, classes: str | Path | None, providers: list[str] | None,
+                    threads: int | None) -> ModelClasses | None:
+        """The class bank an adaptable model (or ``classes=``) reads, checked against this model; else None."""
+        if classes is None and not is_adaptable(self.metadata):
+            return None
+        if classes is None and is_server_url(self.path):
+            raise ClipedgeError(f"model {self.path}: an adaptable model on a server; give its bank: classes=BANK")
+        names = self.backend.output_names
+        dim = self.backend.num_classes if names == [EMBEDDINGS] else None
+        return ModelClasses(Path(str(self.path)), self.metadata, names, dim, classes, providers, threads)
+
     def _labels(self, given: Sequence[str] | str | Path | None) -> list[str]:
-        """The model's class names, or the caller's for a model without clipedge metadata."""
+        """The model's class names (an adaptable model's: its bank's), or the caller's for a model without
+        clipedge metadata."""
+        if self.classes is not None:
+            return list(self.classes.bank.names)
         count = self.backend.num_classes
         if given is not None:
             labels, source = read_labels(given), "labels given"
@@ -180,7 +209,10 @@ class Classifier:
             raise ClipedgeError("frames: got an empty batch")
         with self._lock:  # chunks of batch_size (within the model's range); a short one padded up to its minimum
             outputs = run_in_batches(self.backend.infer, batch, self.batch_size, self.backend.batch_range[0])
-        return class_scores(outputs)
+        if self.classes is None:
+            return class_scores(outputs)
+        logits = self.classes.logits(outputs[EMBEDDINGS])
+        return {**outputs, "logits": logits, "probs": probabilities(logits, self.temperature)}
 
     def prepare(self, frames: Any, boxes: Any = None) -> tuple[np.ndarray, bool]:
         """Any accepted input (or one frame and its ``boxes``) → (the model's input batch, whether one image came in)."""
