@@ -1,4 +1,4 @@
-"""Packaging: four top-level folders form the one import package ``clipedge`` (DESIGN.md §2)."""
+"""Packaging: four top-level folders form the one import package ``clipedge`` (docs/design.md §3)."""
 
 import re
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""A corpus of image files nobody here wrote, through clipedge's decoding and then its commands (issue 15).
+"""A corpus of image files nobody here wrote, through clipedge's decoding and then its commands.
 
 The corpus is Pillow's own test images, the ``Tests/images`` folder of its source distribution (about 1,060
 files: camera JPEGs with odd EXIF, CMYK, 16-bit, palette, animated and multi-page files, and the files its
@@ -32,7 +32,8 @@ from pathlib import Path
 import PIL
 from tqdm import tqdm
 
-from clipedge.core.images import UnreadableImage, capturing_decoder_messages, check_image, load_rgb
+from clipedge.core.decoder_messages import capturing_decoder_messages
+from clipedge.core.images import UnreadableImage, check_image, load_rgb
 from clipedge.core.tables import format_table
 
 #: the classes the corpus is dealt into: arbitrary labels (they carry no signal), enough of them for calibrate's

@@ -1,4 +1,4 @@
-"""Camera frame → probabilities (issue 13): frame overhead of the fast CPU resize, and its deviation from open_clip.
+"""Camera frame → probabilities: frame overhead of the fast CPU resize, and its deviation from open_clip.
 
 For clipedge-tiny and ViT-B-32 (random weights: nothing can be downloaded here): a zero-shot run on a small
 generated folder, an fp32 ONNX export, then ``clipedge bench MODEL --frame 1920x1080`` (batch 1, alternating

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipedge.core.errors import ClipedgeError
+from clipedge import ClipedgeError
 from clipedge.core.images import load_rgb
 from clipedge.runtime import Classifier
 

@@ -15,7 +15,7 @@ import argparse
 import cv2
 from opencv_camera import run
 
-from clipedge.core.errors import ClipedgeError
+from clipedge import ClipedgeError
 from clipedge.runtime import Classifier
 
 

@@ -13,7 +13,7 @@ import time
 
 import cv2
 
-from clipedge.core.errors import ClipedgeError
+from clipedge import ClipedgeError
 from clipedge.runtime import Classifier
 
 

@@ -81,6 +81,10 @@ def export_fused(run_dir: str | Path, options: ExportOptions) -> ExportResult:
     nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
     (clipedge.export.frame_input), gated on the run's images placed in such frames.
     """
+    if options.adaptable:  # --format onnx's classes-as-data variant
+        from .adaptable import export_adaptable
+
+        return export_adaptable(run_dir, options)
     started = time.perf_counter()
     format, out, fp16, embeddings, opset = options.format, options.out, options.fp16, options.embeddings, options.opset
     frame_input, int8, progress = options.frame_input(), options.int8_options(), options.progress

@@ -24,6 +24,8 @@ COMMON_OPTIONS = frozenset({"out", "device", "opset", "embeddings", "fp16", "int
 INT8_OPTIONS = frozenset({"calib", "calib_count", "calib_method", "min_agreement", "calib_seed"})
 #: options that only mean something with --frame (the camera-frame input)
 FRAME_OPTIONS = frozenset({"pixel_format", "colour_matrix"})
+#: options an --adaptable export cannot honour (clipedge.export.adaptable)
+ADAPTABLE_REFUSED = frozenset({"int8", "embeddings", "frame", "batch", "fixed_batch"})
 #: the repository options of --format triton (clipedge.cli.triton.repository_options)
 TRITON_OPTIONS = frozenset({"name", "max_batch", "max_queue_delay_us", "instances", "instance_kind", "ort_tensorrt",
                             "overwrite"})
@@ -49,7 +51,7 @@ class ExportFormat:
 
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("onnx", "one ONNX model (fp32, --fp16 or --int8)",
-                 frozenset({"batch", "fixed_batch", "frame", *FRAME_OPTIONS}), "exporter:export_fused"),
+                 frozenset({"batch", "fixed_batch", "frame", "adaptable", *FRAME_OPTIONS}), "exporter:export_fused"),
     ExportFormat("engine", "a TensorRT engine built on this machine's GPU",
                  frozenset({"batch", "fixed_batch", "timing_cache"}), "exporter:export_fused"),
     ExportFormat("deepstream", "a folder for DeepStream's Gst-nvinfer: float NCHW ONNX, labels, config_infer_*.txt",
@@ -81,6 +83,10 @@ def validate_export_options(format: str, given: set[str]) -> ExportFormat:
     for name in sorted(given & FRAME_OPTIONS):
         if "frame" not in given:
             raise ClipedgeError(f"{option_flag(name)} describes the camera frame: add --frame WIDTHxHEIGHT or drop it")
+    for name in sorted(given & ADAPTABLE_REFUSED):
+        if "adaptable" in given:
+            raise ClipedgeError(f"--adaptable and {option_flag(name)}: an adaptable export is a dynamic-batch fp32 or "
+                                "--fp16 model at model size whose only output is the embeddings")
     if "frame" in given and "int8" in given:
         raise ClipedgeError("--frame and --int8: INT8 calibration feeds model-size images; export --frame in fp32 or --fp16")
     if format in ("onnx", "triton") and "batch" in given and "fixed_batch" not in given:

@@ -1,6 +1,6 @@
 """What travels with an exported model: ONNX ``metadata_props`` and the engine's JSON sidecar.
 
-The runtime needs nothing but the artifact (DESIGN.md §4), so everything it
+The runtime needs nothing but the artifact (docs/design.md §5.2), so everything it
 must know to feed the model and label its output lives here: class names,
 the input contract, the resize the training pipeline used, the calibrated
 temperature and rejection threshold, and where and how the model was made.

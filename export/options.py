@@ -17,7 +17,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.contract import FrameInput, parse_frame
 from clipedge.runtime.tensorrt.engine_build import OPTIMIZATION_LEVEL, WORKSPACE_GIB
 from clipedge.runtime.tensorrt.operators import OPSET_RANGE as TENSORRT_OPSETS
-from clipedge.runtime.triton.repository import DEFAULT_QUEUE_DELAY_US, RepositoryOptions
+from clipedge.runtime.triton.repository import RepositoryOptions
 
 from .formats import ExportFormat, validate_export_options
 
@@ -30,6 +30,8 @@ MIN_OPSET = 18
 PARITY_IMAGES = 64
 #: DeepStream: which nvinfer configs --process-mode writes (full frames, detector crops, both)
 PROCESS_MODES = {"primary": ("primary",), "secondary": ("secondary",), "both": ("primary", "secondary")}
+#: the repository's scheduling options, given to ExportOptions.of by their own names (as the CLI flags are)
+REPOSITORY_FIELDS = frozenset(f.name for f in fields(RepositoryOptions))
 #: fields that steer how the export runs rather than what it writes: never "given", never refused
 RUNNING = frozenset({"format", "progress", "parity_count", "workspace_gib", "optimization_level"})
 
@@ -52,6 +54,8 @@ class ExportOptions:
     batch: str | int | None = None
     fixed_batch: bool = False
     embeddings: bool = False
+    #: the model ends at the embeddings; class bank and text model beside it (clipedge.export.adaptable)
+    adaptable: bool = False
     opset: int = OPSET
     device: str = "cpu"
     timing_cache: Path | None = None
@@ -68,14 +72,10 @@ class ExportOptions:
     colour_matrix: str | None = None
     # DeepStream
     process_mode: str | None = None
-    # Triton (the repository's scheduling) and DeepStream (a non-empty --out folder)
+    # Triton and DeepStream: replace a non-empty destination
     overwrite: bool = False
-    name: str = "clipedge"
-    max_batch: int | None = None
-    max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
-    instances: int = 1
-    instance_kind: str = "auto"
-    ort_tensorrt: bool = False
+    # Triton: the repository's scheduling (its fields are the flags --name, --max-batch, ...)
+    repository: RepositoryOptions = RepositoryOptions()
     # how the export runs
     progress: bool = True
     parity_count: int = PARITY_IMAGES
@@ -89,15 +89,22 @@ class ExportOptions:
             settings = overrides.pop("int8")
             overrides.update(int8=True, calib=settings.calib_dir, calib_count=settings.count,
                              calib_method=settings.method, min_agreement=settings.min_agreement, calib_seed=settings.seed)
+        base = options or cls()
+        scheduling = {name: overrides.pop(name) for name in REPOSITORY_FIELDS & set(overrides)}
+        if scheduling:
+            overrides["repository"] = replace(overrides.get("repository", base.repository), **scheduling)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ClipedgeError(f"export: unknown option(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
-        return replace(options or cls(), **overrides)
+            raise ClipedgeError(f"export: unknown option(s) {', '.join(unknown)}; expected some of "
+                                f"{', '.join(sorted(known | REPOSITORY_FIELDS))}")
+        return replace(base, **overrides)
 
     def given(self) -> set[str]:
         """The options whose value differs from the default: what a user asked for."""
-        return {f.name for f in fields(self) if f.name not in RUNNING and getattr(self, f.name) != f.default}
+        given = {f.name for f in fields(self) if f.name not in RUNNING | {"repository"} and getattr(self, f.name) != f.default}
+        default = RepositoryOptions()
+        return given | {name for name in REPOSITORY_FIELDS if getattr(self.repository, name) != getattr(default, name)}
 
     def validate(self) -> ExportFormat:
         """Refuse what cannot be written, before any slow work; returns the format's row of the table."""
@@ -112,7 +119,7 @@ class ExportOptions:
         if self.int8:
             self.int8_options().validate()
         if self.format == "triton":
-            self.repository_options().validate()
+            self.repository.validate()
         return spec
 
     @property
@@ -127,8 +134,5 @@ class ExportOptions:
     def frame_input(self) -> FrameInput | None:
         return parse_frame(self.frame, self.pixel_format, self.colour_matrix) if self.frame else None
 
-    def repository_options(self) -> RepositoryOptions:
-        return RepositoryOptions(self.name, self.max_batch, self.max_queue_delay_us, self.instances, self.instance_kind,
-                                 self.ort_tensorrt)
 
 

@@ -35,7 +35,7 @@ from .fuse import FusedClassifier
 from .options import PARITY_IMAGES
 
 #: precision -> (minimum top-1 agreement, maximum |Δprob| at temperature 1; None: reported, not gated).
-#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (issue: ≥ 98 %).
+#: INT8 moves probabilities by up to a few 1e-2 by design, so only its decisions are gated (≥ 98 %).
 TOLERANCES: dict[str, tuple[float, float | None]] = {"fp32": (1.0, 1e-4), "fp16": (0.99, 1e-2), "int8": (0.98, None)}
 #: frames embedded in the ONNX for the engine gate on the device: a few, since they travel in every model file
 REFERENCE_SET_IMAGES = 8
@@ -236,12 +236,17 @@ def backend_probs(backend: Backend, frames: np.ndarray) -> np.ndarray:
     return run_in_batches(backend.infer, frames, high or REFERENCE_BATCH, low)["probs"]
 
 
-def onnxruntime_probs(model_path: Path, device: str) -> ProbsFunction:
-    """The exported ONNX through the runtime's own onnxruntime backend (what users run): the CUDA provider when
+def onnxruntime_backend(model_path: Path, device: str) -> OnnxRuntimeBackend:
+    """The exported ONNX in the runtime's own onnxruntime backend (what users run): the CUDA provider when
     checking on a GPU, without TF32 (fp32 parity needs true fp32), else the CPU."""
     import onnxruntime as ort
 
     use_cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
     providers: list = [("CUDAExecutionProvider", {"use_tf32": "0"})] if use_cuda else []
-    backend = OnnxRuntimeBackend(model_path, [*providers, "CPUExecutionProvider"], threads=torch.get_num_threads())
+    return OnnxRuntimeBackend(model_path, [*providers, "CPUExecutionProvider"], threads=torch.get_num_threads())
+
+
+def onnxruntime_probs(model_path: Path, device: str) -> ProbsFunction:
+    """``probs`` of the exported ONNX through :func:`onnxruntime_backend`."""
+    backend = onnxruntime_backend(model_path, device)
     return lambda frames: backend_probs(backend, frames)

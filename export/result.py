@@ -30,6 +30,8 @@ class ExportResult:
     quantization: dict[str, Any] | None = None
     #: engines only: the built engine against the reference set embedded in its ONNX
     engine_gate: dict[str, Any] | None = None
+    #: --adaptable only: the text model against open_clip's text encoder (clipedge.export.text_model.TextParity)
+    text_gate: dict[str, Any] | None = None
 
 
 def require_parity(parity: ParityResult, run: Run, what: str, advice: str = "") -> None:

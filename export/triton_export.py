@@ -16,7 +16,6 @@ from clipedge.run_dir import load_run
 from clipedge.runtime.triton.repository import check_repository_destination, write_repository
 
 from .exporter import export_fused
-from .formats import TRITON_OPTIONS
 from .options import ExportOptions
 from .result import ExportResult
 
@@ -28,7 +27,7 @@ def default_repository(run_dir: str | Path) -> Path:
 def export_triton(run_dir: str | Path, options: ExportOptions) -> ExportResult:
     """Export RUN to ONNX (fp32, ``fp16`` or ``int8``) and write REPO/NAME around it (``options.out`` is REPO); the
     result's artifact is the repository's model file, ``related["repository"]`` its model folder."""
-    repository = options.repository_options()
+    repository = options.repository
     repo = Path(options.out) if options.out else default_repository(run_dir)
     if options.out is None:
         repo.parent.mkdir(exist_ok=True)
@@ -37,7 +36,7 @@ def export_triton(run_dir: str | Path, options: ExportOptions) -> ExportResult:
     check_repository_destination(repo, repository.name, options.overwrite)
     with staging_folder(repo) as scratch:
         onnx_options = replace(options, format="onnx", out=scratch / "model.onnx", overwrite=False,
-                               **{name: getattr(ExportOptions(), name) for name in TRITON_OPTIONS - {"overwrite"}})
+                               repository=ExportOptions().repository)
         result = export_fused(run_dir, onnx_options)
         folder = write_repository(result.artifact, repo, repository, options.overwrite)
     model = folder / "1" / "model.onnx"

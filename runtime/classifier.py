@@ -77,7 +77,9 @@ class Classifier(ClassEditing):
     or ``providers=[...]``; ``threads`` caps its CPU threads) or ``.engine`` /
     ``.plan`` (TensorRT; ``cuda_graph=True`` replays each batch size as a CUDA graph), or a model on a Triton
     server, ``grpc://host:port/NAME`` or ``http://host:port/NAME`` (class names and calibration from its config).
-    ``bgr=True`` for OpenCV frames. Inputs: a path, a PIL image, an HW/HWC uint8
+    ``bgr=True`` for OpenCV frames. Inputs: a path, an image file's contents as
+    ``bytes`` (decoded exactly as the file: the served ``NAME_encoded`` model
+    decodes the same way), a PIL image, an HW/HWC uint8
     array (gray, RGB, RGBA), a list of those, or an NHWC uint8 batch; large
     inputs run in chunks of ``batch_size``. ``resize_quality``: "fast" (default;
     crop first, box-reduce, JPEG draft: a few grey levels from open_clip's

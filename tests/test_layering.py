@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +119,20 @@ def layer_violations(modules: dict[str, Path]) -> list[str]:
 def test_every_import_points_down_the_layers():
     """core and runtime import neither torch nor open_clip; no module imports a layer above its own."""
     assert layer_violations(MODULES) == []
+
+
+def test_the_library_never_prints():
+    """Only the CLI (clipedge.cli) talks to the terminal: no click and no print() below it."""
+    talkers = []
+    for name, path in MODULES.items():
+        if layer_of(name) == "app":
+            continue
+        tree = ast.parse(path.read_text())
+        if any(is_within(target, "click") for target in imports_of(path)):
+            talkers.append(f"{path.relative_to(ROOT)} imports click")
+        talkers += [f"{path.relative_to(ROOT)}:{node.lineno} calls print()" for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+    assert talkers == []
 
 
 def test_a_string_import_of_torch_from_the_runtime_is_caught(tmp_path):
@@ -257,3 +272,19 @@ def test_clipedge_predict_loads_neither_torch_nor_tensorrt_nor_triton(tmp_path):
 
 def test_the_probe_would_see_a_heavy_import():
     assert offenders(loaded_by("--version") + ["torch"]) == ["torch"]
+
+
+@pytest.mark.parametrize("old, new", [("clipedge.errors", "clipedge.core.errors"), ("clipedge.images", "clipedge.core.images")])
+def test_moved_paths_users_imported_still_work_for_a_release(old, new):
+    """The examples imported these; the old path warns and gives the same objects."""
+    import importlib
+    import warnings
+
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        shim = importlib.import_module(old)
+    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught)
+    moved = importlib.import_module(new)
+    public = [name for name in dir(moved) if not name.startswith("_") and getattr(getattr(moved, name), "__module__", None) == new]
+    assert public and all(getattr(shim, name) is getattr(moved, name) for name in public)

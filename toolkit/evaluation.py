@@ -1,6 +1,6 @@
 """``clipedge eval``: accuracy of a run on its own test split or on another labelled folder.
 
-The JSON report (``--json``) is a stable schema, documented in the README:
+The JSON report (``--json``) is a stable schema, documented in docs/training.md:
 
     {"run": str, "method": str, "data": str, "split": str, "num_images": int,
      "top1": float, "top5": float, "top5_k": int,

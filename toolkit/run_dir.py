@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md §3): ``clipedge.json`` + ``head.safetensors`` + ``split.json`` + ``skipped.json`` + ``cache/``.
+"""The run directory (docs/design.md §5.1): ``clipedge.json`` + ``head.safetensors`` + ``split.json`` + ``skipped.json`` + ``cache/``.
 
 A run is self-describing: eval, export and the runtime rebuild everything from
 it. It is written into a sibling temporary directory and renamed into place

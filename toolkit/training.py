@@ -29,6 +29,8 @@ from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet, as_views
 from .heads import FewShotProblem, Head, TrainOptions, head_class, head_options
 from .heads.base import accuracy
+from .heads.recipe import Augmentation
+from .heads.selection import AUTO, Selection, auto_augmentation, check_auto_options, select_head
 from .heads.zero_shot import ZeroShotHead
 from .prompts import build_text_classifier, resolve_templates
 from .run_dir import (
@@ -88,6 +90,8 @@ class TrainResult:
     shots: int
     metrics: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
+    #: with ``method="auto"``: every candidate's val top-1 (or its error), in the order they ran
+    candidates: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -100,19 +104,24 @@ class _Features:
 METHOD_OPTIONS = ("views", "epochs", "lr", "batch_size", "alpha", "branch", "recipe")
 
 
-def _validate(config: TrainConfig, device: str) -> tuple[type[Head], TrainOptions, list[str]]:
-    """The head class, its validated options and the templates; every method-specific check is the head's."""
-    head_cls = head_class(config.method)
+def _validate(config: TrainConfig, device: str) -> tuple[type[Head] | None, TrainOptions | None, Augmentation, list[str]]:
+    """The head class, its validated options, the training features it needs and the templates; every
+    method-specific check is the head's. With ``auto`` there is no one head yet: only the shared features."""
+    head_cls = None if config.method == AUTO else head_class(config.method)
     if config.shots < 1:
         raise ClipedgeError(f"--shots {config.shots}: expected a positive number of images per class")
     if config.max_image_pixels is not None and config.max_image_pixels < 1:
         raise ClipedgeError(f"--max-image-pixels {config.max_image_pixels}: expected a positive number of pixels")
-    options = head_options(
-        config.method, seed=config.seed, device=device, precision=config.precision, progress=config.progress,
-        **{name: getattr(config, name) for name in METHOD_OPTIONS},
-    )
+    given = {name: getattr(config, name) for name in METHOD_OPTIONS}
+    if head_cls is None:
+        check_auto_options(given)
+        options, augmentation = None, auto_augmentation(config.views)
+    else:
+        options = head_options(config.method, seed=config.seed, device=device, precision=config.precision,
+                               progress=config.progress, **given)
+        augmentation = options.augmentation()
     check_output_dir(config.out, config.overwrite)
-    return head_cls, options, resolve_templates(config.templates)
+    return head_cls, options, augmentation, resolve_templates(config.templates)
 
 
 def _split_json(data: LabelledImages, few_shot: list[Sample], features: _Features) -> dict[str, list]:
@@ -127,8 +136,10 @@ def _split_json(data: LabelledImages, few_shot: list[Sample], features: _Feature
 
 
 def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, head: Head, templates: list[str],
-              features: _Features, options: TrainOptions, metrics: dict, timings: dict) -> dict[str, Any]:
-    training = {**options.to_record(), **options.augmentation().to_record(), "precision": config.precision}
+              features: _Features, options: TrainOptions, augmentation: Augmentation, metrics: dict, timings: dict,
+              selection: Selection | None) -> dict[str, Any]:
+    training = {**options.to_record(), **augmentation.to_record(), "precision": config.precision,
+                "method": config.method}
     return {
         "format_version": FORMAT_VERSION,
         "clipedge_version": __version__,
@@ -153,6 +164,7 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
         "training": training,
         "metrics": metrics,
         "timings_s": timings,
+        **({"auto": selection.to_record()} if selection else {}),
         "versions": {"clipedge": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
     }
 
@@ -167,8 +179,7 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
     """Train a head on few-shot features and write a run directory; see :class:`TrainConfig`."""
     config = TrainConfig(data=Path(data), out=Path(out), **options)
     device = resolve_device(config.device)
-    head_cls, train_options, templates = _validate(config, device)
-    augmentation = train_options.augmentation()
+    head_cls, train_options, augmentation, templates = _validate(config, device)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -199,15 +210,24 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
             features.val.features, features.val.labels,
         )
         mark = time.perf_counter()
-        head = head_cls.fit(problem, train_options)
+        selection = None
+        if head_cls is None:
+            common = {"seed": config.seed, "device": device, "precision": config.precision}
+            selection = select_head(problem, common, progress=config.progress)
+            head, train_options = selection.head, selection.options
+        else:
+            head = head_cls.fit(problem, train_options)
         timings["head"] = time.perf_counter() - mark
 
         metrics = _metrics(head, ZeroShotHead.fit(problem, TrainOptions()), features)
         timings["total"] = time.perf_counter() - started
-        write_run_files(staging, _manifest(config, backbone, dataset, head, templates, features, train_options, metrics, timings), head)
+        manifest = _manifest(config, backbone, dataset, head, templates, features, train_options, augmentation, metrics,
+                             timings, selection)
+        write_run_files(staging, manifest, head)
         (staging / SPLIT_FILE).write_text(json.dumps(_split_json(dataset, few_shot, features)) + "\n", encoding="utf-8")
         write_skipped(staging, _skipped(dataset, features))
-    return TrainResult(config.out, head.kind, config.shots, metrics, timings)
+    candidates = manifest["auto"]["candidates"] if selection else None
+    return TrainResult(config.out, head.kind, config.shots, metrics, timings, candidates)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from clipedge.runtime.backends.onnxruntime_options import (
     cpu_graph_optimization,
     tensorrt_provider_options,
 )
-from clipedge.runtime.contract.onnx_metadata import read_external_data, read_onnx_metadata
+from clipedge.runtime.contract.onnx_metadata import onnx_metadata_of, read_external_data
 
 from ..contract import (
     frame_input_of,
@@ -108,9 +108,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: Path, providers: list[Provider] | None = None, threads: int | None = None):
         import onnxruntime as ort
 
-        metadata = read_onnx_metadata(path)
-        if metadata is None:
-            raise ClipedgeError(f"model {path}: not a valid ONNX model (truncated, or another format)")
+        metadata = onnx_metadata_of(path)
         check_external_data(path)
         chosen = choose_providers(ort.get_available_providers(), providers)
         options = ort.SessionOptions()

@@ -17,7 +17,7 @@ def install_hint() -> str:
     """What to install, for this platform: JetPack's own TensorRT on a Jetson (aarch64), the wheels elsewhere."""
     if platform.machine().lower() in ("aarch64", "arm64"):
         return ("on a Jetson use JetPack's TensorRT: create the venv with `python3 -m venv --system-site-packages`, "
-                "then pip install cuda-python (README: GPU and Jetson)")
+                "then pip install cuda-python (docs/gpu.md)")
     return "pip install 'clipedge[tensorrt]' (tensorrt, cuda-python) on a machine with an NVIDIA GPU"
 
 

@@ -114,15 +114,23 @@ class TritonBackend(Backend):
         if not live:
             raise ClipedgeError(f"model {self.url}: the server at {self.url.address} is not live")
         if not self._call("readiness check", self.client.is_model_ready, self.url.model):
-            index = self._call("repository index", self.client.get_model_repository_index)
-            names = [m.name for m in index.models] if hasattr(index, "models") else [m["name"] for m in index]
-            raise ClipedgeError(f"model {self.url}: not a ready model on this server (models: {', '.join(names) or 'none'})")
+            raise ClipedgeError(f"model {self.url}: not a ready model on this server{self._model_list()}")
         config = self._call("config request", self.client.get_model_config, self.url.model)
         if self.url.scheme == "grpc":
             return config.config
         from google.protobuf import json_format
 
         return json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+
+    def _model_list(self) -> str:
+        """" (models: a, b)" where the server lets clients list its repository; `clipedge serve` restricts that API
+        (it also loads and unloads models), so there the message goes without it."""
+        try:
+            index = self.client.get_model_repository_index()
+        except self._errors:
+            return ""
+        names = [m.name for m in index.models] if hasattr(index, "models") else [m["name"] for m in index]
+        return f" (models: {', '.join(names) or 'none'})"
 
     def _metadata(self) -> dict[str, str]:
         entry = self.config.parameters.get("clipedge")

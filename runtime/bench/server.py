@@ -16,16 +16,13 @@ The report (``--json``)::
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
-import click
 import numpy as np
 
 from clipedge.core.errors import ClipedgeError
-from clipedge.core.tables import format_table
 from clipedge.runtime.bench.local import parse_counts, random_frames
 from clipedge.runtime.classifier import Classifier
 
@@ -118,18 +115,3 @@ def server_rows(report: dict[str, Any]) -> list[list[Any]]:
     return [[r["batch"], r["concurrency"], r["requests"], round(r["p50_ms"], 2), round(r["p99_ms"], 2),
              round(r["images_per_s"], 1), round(r["server_queue_ms"], 3), round(r["server_compute_ms"], 3),
              f"{r['inferences']} / {r['executions']}"] for r in report["results"]]
-
-
-def bench_server(url: str, batches: list[int], concurrency: str, iterations: int, warmup: int, as_json: bool) -> None:
-    """``clipedge bench URL [--concurrency 1,8]``: print the report as a table or JSON."""
-    from clipedge.runtime.backends import is_server_url
-
-    if not is_server_url(url):
-        raise ClipedgeError(f"--concurrency: measures a served model; MODEL {url} is not a grpc:// or http:// URL")
-    report = run_server_bench(url, batches, parse_concurrency(concurrency), iterations, warmup)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-        return
-    click.echo(f"{url} · {report['backend']} · uint8 frames {report['image_size']}x{report['image_size']} in, "
-               "probabilities out; latency as each client sees it")
-    click.echo(format_table(SERVER_HEADERS, server_rows(report)))

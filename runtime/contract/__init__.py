@@ -1,4 +1,4 @@
-"""The exported model's contract, owned by the runtime and written by the export (docs/design.md, "Contracts").
+"""The exported model's contract, owned by the runtime and written by the export (docs/design.md §5.2).
 
 One module per concept: ``names`` (tensors, metadata keys, files beside a model), ``metadata`` (the
 :class:`ModelContract` and its one parser), ``model_file`` (reading a model file's metadata), ``frame_input``

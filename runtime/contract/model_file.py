@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipedge.core.errors import ClipedgeError
-
 from .metadata import encode_metadata
-from .onnx_metadata import read_onnx_metadata
+from .onnx_metadata import onnx_metadata_of
 from .sidecar import foreign_engine_metadata, read_sidecar, sidecar_path
 
 
 def model_metadata_of(path: Path) -> dict[str, str]:
     """The string metadata of an ONNX model (``metadata_props``) or an engine (its sidecar)."""
     if path.suffix.lower() == ".onnx":
-        metadata = read_onnx_metadata(path)
-        if metadata is None:
-            raise ClipedgeError(f"model {path}: not a valid ONNX model (truncated or another format)")
-        return metadata
+        return onnx_metadata_of(path)
     if sidecar_path(path).is_file():
         return encode_metadata(read_sidecar(path))
     return foreign_engine_metadata(path)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
+from clipedge.core.errors import ClipedgeError
+
 METADATA_PROPS = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1; value = 2}
 GRAPH, INITIALIZER, EXTERNAL_DATA = 7, 5, 13  # ModelProto.graph, GraphProto.initializer, TensorProto.external_data
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
@@ -77,6 +79,14 @@ def read_onnx_metadata(path: Path) -> dict[str, str] | None:
             return dict(_string_entry(buffer, *span) for span in _submessages(buffer, 0, len(buffer), METADATA_PROPS))
     except (ValueError, IndexError, OSError, UnicodeDecodeError):
         return None
+
+
+def onnx_metadata_of(path: Path) -> dict[str, str]:
+    """:func:`read_onnx_metadata`, with the one message for a file that is not an ONNX model."""
+    metadata = read_onnx_metadata(path)
+    if metadata is None:
+        raise ClipedgeError(f"model {path}: not a valid ONNX model (truncated, or another format)")
+    return metadata
 
 
 def read_external_data(path: Path) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import Any
 from clipedge.core.errors import ClipedgeError
 
 from .names import LABELS_FILE, SIDECAR_SUFFIX
-from .onnx_metadata import read_onnx_metadata
+from .onnx_metadata import onnx_metadata_of
 
 
 def sidecar_path(engine: Path) -> Path:
@@ -62,10 +62,7 @@ def foreign_engine_metadata(engine: Path) -> dict[str, str]:
     onnx_file = engine.with_suffix(".onnx")
     labels = engine.with_name(LABELS_FILE)
     if onnx_file.is_file():
-        metadata = read_onnx_metadata(onnx_file)
-        if metadata is None:
-            raise ClipedgeError(f"model {engine}: {onnx_file.name} beside it is not a valid ONNX model")
-        return metadata
+        return onnx_metadata_of(onnx_file)
     if labels.is_file():
         try:
             names = [line.strip() for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]

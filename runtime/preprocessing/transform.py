@@ -15,6 +15,7 @@ cost. Frames already at model size skip all of it.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -137,24 +138,34 @@ def array_to_rgb(frame: np.ndarray, bgr: bool = False) -> np.ndarray:
     return colour[..., ::-1] if bgr else colour
 
 
-def load_image(path: str | Path, decoding: DecodeOptions = DecodeOptions(),
+#: an image file's contents (a served request's JPEG/PNG) are decoded exactly as the file would be
+ENCODED_TYPES = (bytes, bytearray, memoryview)
+
+
+def load_image(path: str | Path | bytes, decoding: DecodeOptions = DecodeOptions(),
                draft_for: tuple[int, str] | None = None) -> Image.Image:
-    """Decode an image file to RGB the way training did (clipedge.core.images); an UnreadableImage (a ClipedgeError
-    naming the file and the reason) otherwise.
+    """Decode an image file, or a file's contents as bytes, to RGB the way training did (clipedge.core.images); an
+    UnreadableImage (a ClipedgeError naming the file, or "<bytes>", and the reason) otherwise. Bytes and paths
+    take the same path through the decoder, so a served JPEG gets the probabilities of the same file on disk.
 
     ``draft_for=(size, resize_mode)`` (the fast path) lets a JPEG decode at 1/2, 1/4 or 1/8 scale in the DCT
     (PIL's ``draft``) while staying at least ``FAST_REDUCING_GAP`` times larger than what the resize keeps.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableImage(SkippedFile(path, "missing", "no such file"))
+    if isinstance(path, ENCODED_TYPES):
+        if not len(path):
+            raise UnreadableImage(SkippedFile(Path("<bytes>"), "empty", "no bytes"))
+        source = io.BytesIO(path)
+    else:
+        source = Path(path)
+        if not source.is_file():
+            raise UnreadableImage(SkippedFile(source, "missing", "no such file"))
     if draft_for is None:
-        return load_rgb(path, decoding)
+        return load_rgb(source, decoding)
 
     def draft(width: int, height: int) -> tuple[int, int]:
         return tuple(int(side * FAST_REDUCING_GAP) for side in plan_frame(width, height, *draft_for).resized)
 
-    return load_rgb(path, decoding, draft)
+    return load_rgb(source, decoding, draft)
 
 
 def check_resize_quality(quality: str) -> str:
@@ -165,14 +176,15 @@ def check_resize_quality(quality: str) -> str:
 
 def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_mode: str = "shortest",
                   bgr: bool = False, quality: str = "exact", decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
-    """One image (path, PIL image, or HW/HWC uint8 array) → contiguous uint8 [size, size, 3] RGB.
+    """One image (path, a file's contents as bytes, PIL image, or HW/HWC uint8 array) → contiguous uint8
+    [size, size, 3] RGB.
 
     ``quality="fast"`` resizes with :func:`fast_resize_and_crop` (and drafts JPEG files); "exact" with
-    :func:`resize_and_crop`, open_clip's eval transform to the grey level. ``decoding`` applies to paths only:
-    arrays and PIL images are camera frames, used as they are.
+    :func:`resize_and_crop`, open_clip's eval transform to the grey level. ``decoding`` applies to paths and
+    bytes only: arrays and PIL images are camera frames, used as they are.
     """
     fast = check_resize_quality(quality) == "fast"
-    if isinstance(frame, (str, Path)):
+    if isinstance(frame, (str, Path, *ENCODED_TYPES)):
         frame = load_image(frame, decoding, (size, resize_mode) if fast else None)
     if isinstance(frame, Image.Image):
         image = to_rgb(frame)
@@ -196,7 +208,7 @@ def prepare_frame(frame: Any, size: int, interpolation: str = "bicubic", resize_
 def prepare_whole_frame(frame: Any, decoding: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """One image (path, PIL image, or uint8 array) as an array at its own size, for cutting regions out of it; an
     array is returned as it is (no copy, colour order untouched)."""
-    if isinstance(frame, (str, Path)):
+    if isinstance(frame, (str, Path, *ENCODED_TYPES)):
         frame = load_image(frame, decoding)
     if isinstance(frame, Image.Image):
         return np.asarray(to_rgb(frame))

@@ -30,16 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clipedge.core.errors import ClipedgeError
 
 from . import operators as table
+from .onnx_graph import SHAPE_OPS, Graph, attribute, import_onnx, load_model, node_label
 
-ONNX_INSTALL_HINT = "the TensorRT check reads ONNX graphs with the onnx package: pip install onnx"
 DEFAULT_DOMAINS = ("", "ai.onnx")
-#: ops whose outputs are shape facts, not image data: INT64 is their natural type
-SHAPE_OPS = frozenset({"Shape", "Size"})
 #: the order violations are reported in: the root causes first (a UINT8 Transpose also breaks the dtype rule)
 RULES = ("opset", "shape-inference", "uint8-intermediate", "int8-outside-qdq", "operator", "dtype", "qdq-scale",
          "qdq-zero-point", "int64-data", "dynamic-shape", "resize", "pooling", "constant-input", "layernorm-outputs")
@@ -60,110 +56,9 @@ class Violation:
         return f"node {self.node!r} ({self.op}) breaks {self.rule}: {self.detail}"
 
 
-def _import_onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise ClipedgeError(ONNX_INSTALL_HINT) from None
-    return onnx
-
-
-def load_model(model: str | Path | Any) -> Any:
-    """An ``onnx.ModelProto`` from a path (one-line error for a missing or unreadable file) or as given."""
-    onnx = _import_onnx()
-    if isinstance(model, onnx.ModelProto):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise ClipedgeError(f"model {path}: no such file")
-    try:
-        return onnx.load(str(path))
-    except Exception as error:  # noqa: BLE001 - protobuf's DecodeError and onnx's own errors share no public base
-        raise ClipedgeError(f"model {path}: not a valid ONNX model ({type(error).__name__})") from None
-
-
-class _Graph:
-    """Types, shapes, producers, consumers and constants of one shape-inferred graph."""
-
-    def __init__(self, onnx: Any, model: Any):
-        self.onnx = onnx
-        graph = model.graph
-        self.nodes = list(graph.node)
-        self.inputs = [value.name for value in graph.input]
-        self.outputs = [value.name for value in graph.output]
-        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
-        self.values = {value.name: value for value in [*graph.value_info, *graph.input, *graph.output]}
-        self.producer = {name: node for node in self.nodes for name in node.output if name}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in self.nodes:
-            for name in node.input:
-                if name:
-                    self.consumers.setdefault(name, []).append(node)
-
-    def dtype(self, name: str) -> str | None:
-        """The ONNX type name of a tensor ("FLOAT", "UINT8", ...), None when unknown."""
-        if name in self.initializers:
-            return self.onnx.TensorProto.DataType.Name(self.initializers[name].data_type)
-        value = self.values.get(name)
-        if value is None or not value.type.HasField("tensor_type"):
-            return None
-        return self.onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
-
-    def dims(self, name: str) -> list[int | str | None] | None:
-        """Static sizes as ints, symbolic ones by name, unknown ones as None; None for an unknown rank."""
-        if name in self.initializers:
-            return list(self.initializers[name].dims)
-        value = self.values.get(name)
-        if value is None or not value.type.tensor_type.HasField("shape"):
-            return None
-        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in value.type.tensor_type.shape.dim]
-
-    def constant(self, name: str) -> np.ndarray | None:
-        """The value of an initializer or a Constant node's output (through Identity), else None."""
-        numpy_helper = self.onnx.numpy_helper
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Identity":
-            return self.constant(node.input[0])
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    return numpy_helper.to_array(attribute.t)
-        return None
-
-    def is_constant(self, name: str) -> bool:
-        return self.constant(name) is not None
-
-    def image_data(self) -> set[str]:
-        """Tensors computed from the network inputs' values (not only from their shapes)."""
-        reached = set(self.inputs)
-        for node in self.nodes:  # ONNX nodes are topologically sorted
-            if node.op_type not in SHAPE_OPS and any(name in reached for name in node.input):
-                reached.update(name for name in node.output if name)
-        return reached
-
-
-def _attribute(node: Any, name: str, default: Any = None) -> Any:
-    for entry in node.attribute:
-        if entry.name == name:
-            from onnx import helper
-
-            value = helper.get_attribute_value(entry)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def _label(node: Any) -> str:
-    return node.name or (node.output[0] if node.output else "?")
-
-
 def check_tensorrt_compatible(model: str | Path | Any) -> list[Violation]:
     """Every way ``model`` (a path or an ``onnx.ModelProto``) breaks TensorRT 10.x's ONNX rules; [] when none."""
-    onnx = _import_onnx()
+    onnx = import_onnx()
     model = load_model(model)
     violations = []
     try:
@@ -173,7 +68,7 @@ def check_tensorrt_compatible(model: str | Path | Any) -> list[Violation]:
         violations.append(Violation("graph", "-", "shape-inference", f"ONNX shape inference fails ({first}); "
                                                                       "TensorRT's parser needs every shape"))
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # what can be inferred, for the rest
-    graph = _Graph(onnx, inferred)
+    graph = Graph(onnx, inferred)
     violations.extend(_opset_violations(inferred))
     for node in graph.nodes:
         violations.extend(_node_violations(graph, node))
@@ -201,8 +96,8 @@ def _opset_violations(model: Any) -> Iterable[Violation]:
                                                   f"opsets {low} to {high}")
 
 
-def _node_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
-    label, op = _label(node), node.op_type
+def _node_violations(graph: Graph, node: Any) -> Iterable[Violation]:
+    label, op = node_label(node), node.op_type
     if node.domain not in DEFAULT_DOMAINS or op not in table.SUPPORTED_TYPES:
         domain = f" in domain {node.domain!r}" if node.domain not in DEFAULT_DOMAINS else ""
         yield Violation(label, op, "operator", f"{op}{domain} is not in onnx-tensorrt's supported-operator table")
@@ -231,8 +126,8 @@ def _node_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
         yield Violation(label, op, "constant-input", f"input {node.input[index]!r} must be a build-time constant")
 
 
-def _qdq_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
-    label, op = _label(node), node.op_type
+def _qdq_violations(graph: Graph, node: Any) -> Iterable[Violation]:
+    label, op = node_label(node), node.op_type
     if len(node.input) < 2 or not node.input[1]:
         yield Violation(label, op, "qdq-scale", "a scale input is required")
         return
@@ -244,7 +139,7 @@ def _qdq_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
         yield Violation(label, op, "qdq-scale", "scale coefficients must all be positive")
     if scale.size > 1:
         data_dims = graph.dims(node.input[0])
-        axis = _attribute(node, "axis", 1)
+        axis = attribute(node, "axis", 1)
         if scale.ndim != 1:
             yield Violation(label, op, "qdq-scale", f"a {scale.ndim}-D scale (block quantization) is INT4-only; INT8 "
                                                     "takes one value or a 1-D per-channel scale")
@@ -269,7 +164,7 @@ def _qdq_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
             yield Violation(label, op, "qdq-zero-point", f"{zero.size} zero points for {scale.size} scales")
 
 
-def _quantized_source(graph: _Graph, name: str) -> str | None:
+def _quantized_source(graph: Graph, name: str) -> str | None:
     """For a DequantizeLinear input: the initializer itself, or what its QuantizeLinear quantized."""
     if graph.is_constant(name):
         return name
@@ -278,74 +173,74 @@ def _quantized_source(graph: _Graph, name: str) -> str | None:
 
 
 def _resize_violations(node: Any) -> Iterable[Violation]:
-    label = _label(node)
+    label = node_label(node)
     checks = (("mode", "nearest", table.RESIZE_MODES),
               ("coordinate_transformation_mode", "half_pixel", table.RESIZE_COORDINATE_MODES),
               ("nearest_mode", "round_prefer_floor", table.RESIZE_NEAREST_MODES),
               ("keep_aspect_ratio_policy", "stretch", table.RESIZE_ASPECT_POLICIES))
     for name, default, allowed in checks:
-        value = _attribute(node, name, default)
+        value = attribute(node, name, default)
         if value not in allowed:
             yield Violation(label, "Resize", "resize", f"{name}={value!r}; TensorRT supports {', '.join(sorted(allowed))}")
-    if _attribute(node, "antialias", 0):
+    if attribute(node, "antialias", 0):
         yield Violation(label, "Resize", "resize", "antialias=1; antialiasing is not supported")
 
 
-def _pooling_violations(graph: _Graph, node: Any) -> Iterable[Violation]:
+def _pooling_violations(graph: Graph, node: Any) -> Iterable[Violation]:
     dims = graph.dims(node.input[0])
     if dims is not None and len(dims) not in (4, 5):
-        yield Violation(_label(node), node.op_type, "pooling", f"{len(dims) - 2}D pooling; TensorRT pools 2D or 3D")
-    dilations = _attribute(node, "dilations", [])
+        yield Violation(node_label(node), node.op_type, "pooling", f"{len(dims) - 2}D pooling; TensorRT pools 2D or 3D")
+    dilations = attribute(node, "dilations", [])
     if any(d != 1 for d in dilations):
-        yield Violation(_label(node), node.op_type, "pooling", f"dilations {list(dilations)}; must be empty or all ones")
+        yield Violation(node_label(node), node.op_type, "pooling", f"dilations {list(dilations)}; must be empty or all ones")
 
 
-def _uint8_violations(graph: _Graph) -> Iterable[Violation]:
+def _uint8_violations(graph: Graph) -> Iterable[Violation]:
     for node in graph.nodes:
         for name in node.output:
             if name and graph.dtype(name) == "UINT8" and name not in graph.outputs:
-                yield Violation(_label(node), node.op_type, "uint8-intermediate",
+                yield Violation(node_label(node), node.op_type, "uint8-intermediate",
                                 f"produces UINT8 tensor {name!r}; TensorRT allows UINT8 only as network input or output")
     for name in graph.inputs:
         if graph.dtype(name) != "UINT8":
             continue
         for node in graph.consumers.get(name, []):
             if node.op_type != "Cast":
-                yield Violation(_label(node), node.op_type, "uint8-intermediate",
+                yield Violation(node_label(node), node.op_type, "uint8-intermediate",
                                 f"reads UINT8 input {name!r}; a UINT8 network input must feed a Cast and nothing else")
 
 
-def _int8_violations(graph: _Graph) -> Iterable[Violation]:
+def _int8_violations(graph: Graph) -> Iterable[Violation]:
     for node in graph.nodes:
         for name in node.output:
             if not name or graph.dtype(name) != "INT8":
                 continue
             if node.op_type != "QuantizeLinear":
-                yield Violation(_label(node), node.op_type, "int8-outside-qdq",
+                yield Violation(node_label(node), node.op_type, "int8-outside-qdq",
                                 f"produces INT8 tensor {name!r}; INT8 comes only from QuantizeLinear")
             for consumer in graph.consumers.get(name, []):
                 if consumer.op_type != "DequantizeLinear":
-                    yield Violation(_label(consumer), consumer.op_type, "int8-outside-qdq",
+                    yield Violation(node_label(consumer), consumer.op_type, "int8-outside-qdq",
                                     f"reads INT8 tensor {name!r}; INT8 goes only into DequantizeLinear")
     for name in graph.initializers:
         if graph.dtype(name) == "INT8":
             for consumer in graph.consumers.get(name, []):
                 zero_point = consumer.op_type == "QuantizeLinear" and name in consumer.input[2:3]
                 if consumer.op_type != "DequantizeLinear" and not zero_point:
-                    yield Violation(_label(consumer), consumer.op_type, "int8-outside-qdq",
+                    yield Violation(node_label(consumer), consumer.op_type, "int8-outside-qdq",
                                     f"reads INT8 weights {name!r}; INT8 goes only into DequantizeLinear")
 
 
-def _int64_violations(graph: _Graph) -> Iterable[Violation]:
+def _int64_violations(graph: Graph) -> Iterable[Violation]:
     data = graph.image_data()
     for node in graph.nodes:
         for name in node.output:
             if name in data and graph.dtype(name) == "INT64":
-                yield Violation(_label(node), node.op_type, "int64-data",
+                yield Violation(node_label(node), node.op_type, "int64-data",
                                 f"computes INT64 tensor {name!r} from image data; keep the data path in float")
 
 
-def _shape_violations(graph: _Graph, proto: Any) -> Iterable[Violation]:
+def _shape_violations(graph: Graph, proto: Any) -> Iterable[Violation]:
     """Only the batch axis is dynamic: the network's inputs and outputs are static past axis 0, and an intermediate
     dimension is static, an expression of the batch symbol (``2*batch`` where attention folds heads into the
     batch), or, where ONNX's shape inference cannot follow a computed Reshape, unresolved on the leading axis."""
@@ -366,7 +261,7 @@ def _shape_violations(graph: _Graph, proto: Any) -> Iterable[Violation]:
                 if isinstance(size, int) or axis == 0 and (size is None or size.startswith(UNRESOLVED_DIM)):
                     continue
                 if size is None or not _depends_only_on(size, batch_symbols):
-                    yield Violation(_label(node), node.op_type, "dynamic-shape",
+                    yield Violation(node_label(node), node.op_type, "dynamic-shape",
                                     f"output {name!r} axis {axis} is {size or 'unknown'}, not derived from the batch size")
 
 

@@ -44,7 +44,7 @@ from clipedge.runtime.contract import (
     run_in_batches,
     sidecar_path,
 )
-from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
+from clipedge.runtime.contract.onnx_metadata import onnx_metadata_of
 from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,7 @@ def read_buildable_metadata(onnx_path: Path) -> dict[str, str]:
     """The metadata of a clipedge ONNX that carries everything a build needs; one line naming what is missing."""
     if not onnx_path.is_file():
         raise ClipedgeError(f"model {onnx_path}: no such file")
-    metadata = read_onnx_metadata(onnx_path)
-    if metadata is None:
-        raise ClipedgeError(f"model {onnx_path}: not a valid ONNX model (truncated or another format)")
+    metadata = onnx_metadata_of(onnx_path)
     missing = missing_contract_keys(metadata) + ([REFERENCE_KEY] if REFERENCE_KEY not in metadata else [])
     if missing:
         raise ClipedgeError(f"model {onnx_path}: not a clipedge export with a reference set (metadata lacks "

@@ -11,7 +11,6 @@ Shape and dtype errors never get here: Triton checks them against ``config.pbtxt
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from clipedge.core.errors import ClipedgeError
-from clipedge.core.images import DecodeOptions, UnreadableImage, load_rgb
+from clipedge.core.images import DecodeOptions, UnreadableImage
 from clipedge.runtime.classifier import Classifier
 from clipedge.runtime.contract import INPUT_NAME
 from clipedge.runtime.preprocessing.transform import prepare_frame
@@ -32,16 +31,16 @@ pb_utils: Any = None
 
 def decode_image(data: bytes, size: int, interpolation: str, resize_mode: str,
                  decoding: DecodeOptions = DecodeOptions(), quality: str = "fast") -> np.ndarray:
-    """Encoded image bytes → uint8 [size, size, 3] RGB, decoded as the model's training decoded files (EXIF
-    orientation) and resized as the runtime does; one-line error otherwise."""
+    """Encoded image bytes → uint8 [size, size, 3] RGB through the runtime's own path for an image file
+    (``prepare_frame`` on the bytes: EXIF orientation, the fast path's JPEG draft, the same resize), so the
+    twin's probabilities are ``Classifier(path)``'s; one-line error otherwise."""
     if not data:
         raise ClipedgeError("images: empty bytes; expected a JPEG or PNG file's contents")
     try:
-        image = load_rgb(io.BytesIO(data), decoding)
+        return prepare_frame(data, size, interpolation, resize_mode, quality=quality, decoding=decoding)
     except UnreadableImage as error:
         raise ClipedgeError(f"images: {len(data)} bytes that are not a readable image ({error.skipped.reason}: "
                             f"{error.skipped.detail})") from None
-    return prepare_frame(image, size, interpolation, resize_mode, quality=quality)
 
 
 class TritonPythonModel:

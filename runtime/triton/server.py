@@ -1,24 +1,29 @@
 """``clipedge serve``: a real Triton Inference Server in front of ``clipedge.runtime``.
 
 The server is the ``tritonserver`` binary that the nvidia-pytriton wheel ships (Triton 2.51, CPU-capable),
-run as a child process on a scratch repository: the model under its name with the exact tensors, labels and
-parameters of a written repository (``repository.build_config``), served by Triton's python backend
-through ``python_model.py`` (so onnxruntime or a TensorRT engine via the runtime's own backends), plus
-``NAME_encoded``, a twin that takes JPEG/PNG bytes. Two facts about that wheel shape the environment:
-its python-backend stub links the *system* libpython of our minor version, so the server must find this
-interpreter's own ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (else a pyenv/venv interpreter fails with
+run as a child process on the scratch repository of :mod:`.serving`. Two facts about that wheel shape the
+environment: its python-backend stub links the *system* libpython of our minor version, so the server must
+find this interpreter's own ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (else a pyenv/venv interpreter fails with
 ``'_thread.RLock' object has no attribute '_recursion_count'``); and the stub runs the first ``python3``
 on ``PATH``, so this interpreter's ``bin`` goes first there, which gives the stub our site-packages.
 
-The server gets its own process group; stopping sends it SIGTERM, waits for Triton's own shutdown, and
-then kills whatever of that group is left, so no stub process outlives ``clipedge serve``.
+Nothing outlives the server object, whatever dies first: tritonserver gets its own process group and a
+parent-death signal (SIGKILL when the thread that started it dies, ``kill -9`` of ``clipedge serve``
+included); a watchdog process (:mod:`.watchdog`) holding a pipe from us kills that group, stubs included,
+and removes the python backend's /dev/shm regions and the scratch folder when the pipe closes. A stop sends
+SIGTERM, waits for Triton's own shutdown (in-flight requests get ``EXIT_TIMEOUT_SECONDS``), then kills
+what is left of the group. Models are loaded in Triton's explicit model-control mode, so a model whose stub
+died can be unloaded (readiness false at once) and loaded again; the repository API that allows it is
+restricted to a header holding a secret only this object knows, so clients cannot unload models.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,121 +31,28 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clipedge.core.errors import ClipedgeError
 
-from ..contract import sidecar_path
-from .parameters import ENCODED_PARAMETER, MODEL_FILE_PARAMETER, PYTHON_MODEL_SOURCE, THREADS_PARAMETER
-from .repository import (
-    PLATFORMS,
-    RepositoryOptions,
-    build_config,
-    model_config_pb2,
-    parse_config,
-    read_signature,
-    write_model_folder,
-)
+from .processes import describe_exit, parent_death_signal, remove_shared_memory, stub_death, stubs_of
+from .serving import ServeOptions, resolve_model, serving_repository
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'clipedge[serve]' (nvidia-pytriton bundles tritonserver)"
-ENCODED_SUFFIX = "_encoded"
 SHUTDOWN_SECONDS = 8  # then the group is killed: well inside the 10 s a service manager allows
 EXIT_TIMEOUT_SECONDS = 3  # Triton's own wait for in-flight requests before it unloads the models
 STARTUP_SECONDS = 120
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """Ports, address and scheduling of ``clipedge serve`` (None: the repository's or model's own value)."""
-
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    name: str | None = None
-    max_batch: int | None = None
-    max_queue_delay_us: int | None = None
-    instances: int | None = None
-    threads: int | None = None
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """The exported model file to serve and the repository options it is served with."""
-
-    model: Path
-    options: RepositoryOptions
-
-
-def resolve_model(source: Path, serve: ServeOptions) -> ServedModel:
-    """An exported ``.onnx``/``.engine`` file, a model folder (``NAME/config.pbtxt``) or a repository with one
-    model (or the one ``--name`` picks); a repository's own scheduling applies where no option overrides it."""
-    if source.is_file():
-        base = RepositoryOptions(name=serve.name or "clipedge")
-    elif (source / "config.pbtxt").is_file():
-        return _from_model_folder(source, serve)
-    elif source.is_dir():
-        folders = sorted(p.parent for p in source.glob("*/config.pbtxt"))
-        if serve.name:
-            folders = [f for f in folders if f.name == serve.name]
-        if len(folders) != 1:
-            names = ", ".join(f.name for f in sorted(source.glob("*/config.pbtxt"))) or "none"
-            raise ClipedgeError(f"MODEL_OR_REPO {source}: expected one model folder with a config.pbtxt "
-                                f"(found: {names}); pick one with --name")
-        return _from_model_folder(folders[0], serve)
-    else:
-        raise ClipedgeError(f"MODEL_OR_REPO {source}: no such file or folder")
-    return ServedModel(source, _override(base, serve))
-
-
-def _from_model_folder(folder: Path, serve: ServeOptions) -> ServedModel:
-    config = parse_config((folder / "config.pbtxt").read_text(encoding="utf-8"), folder / "config.pbtxt")
-    files = [folder / "1" / name for _, name in PLATFORMS.values() if (folder / "1" / name).is_file()]
-    if not files:
-        raise ClipedgeError(f"MODEL_OR_REPO {folder}: no 1/model.onnx or 1/model.plan in the model folder")
-    base = RepositoryOptions(name=serve.name or config.name or folder.name, max_batch=config.max_batch_size or None,
-                             max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
-                             instances=sum(g.count for g in config.instance_group) or 1)
-    return ServedModel(files[0], _override(base, serve))
-
-
-def _override(base: RepositoryOptions, serve: ServeOptions) -> RepositoryOptions:
-    changes = {key: value for key, value in (("max_batch", serve.max_batch), ("instances", serve.instances),
-                                             ("max_queue_delay_us", serve.max_queue_delay_us)) if value is not None}
-    options = replace(base, **changes)
-    options.validate()
-    return options
-
-
-def serving_repository(served: ServedModel, repo: Path, threads: int | None = None) -> list[str]:
-    """The scratch repository: NAME and NAME_encoded, both python-backend models over the same model file."""
-    signature = read_signature(served.model)
-    model_file = PLATFORMS[served.model.suffix.lower()][1]
-    source = Path(__file__).with_name(PYTHON_MODEL_SOURCE).read_text(encoding="utf-8")
-    files = {"1/model.py": source, f"1/{model_file}": served.model}
-    if served.model.suffix.lower() != ".onnx":  # engines carry their contract in a sidecar
-        files[f"1/{sidecar_path(Path(model_file)).name}"] = sidecar_path(served.model)
-    parameters = {MODEL_FILE_PARAMETER: model_file, THREADS_PARAMETER: str(threads or 0)}
-    config = build_config(signature, served.options, backend="python", extra_parameters=parameters)
-    write_model_folder(signature, repo, config, files, link=True)
-    encoded = build_config(signature, replace(served.options, name=served.options.name + ENCODED_SUFFIX),
-                           backend="python", extra_parameters={**parameters, ENCODED_PARAMETER: "true"})
-    del encoded.input[:]
-    del encoded.model_warmup[:]  # zero bytes are no image: a warmup would fail the model's load
-    if not encoded.max_batch_size:  # a fixed-batch model: the twin batches like it, one encoded image per row
-        encoded.max_batch_size = signature.fixed_batch
-        encoded.dynamic_batching.max_queue_delay_microseconds = served.options.max_queue_delay_us
-        for output in encoded.output:
-            del output.dims[0]
-    encoded.input.add(name="images", data_type=model_config_pb2().TYPE_STRING, dims=[1])
-    write_model_folder(signature, repo, encoded, files, link=True)
-    return [config.name, encoded.name]
+#: exit status of ``clipedge serve`` when tritonserver or a model died and was not restored (2: a user error)
+SERVER_DIED_EXIT = 3
+#: the header Triton's repository API (load/unload) is restricted to
+CONTROL_HEADER = "clipedge-control"
+#: start-up lines tritonserver prints on every machine without a GPU: never the reason anything failed
+CPU_ONLY_NOISE = ("DCGM unable to start", "Failed to initialize NVML", "CudaDriverHelper has not been initialized",
+                  "pinned memory", "CUDA driver version is insufficient")
 
 
 def tritonserver_install() -> tuple[Path, Path, Path]:
@@ -166,8 +78,16 @@ def server_environment(libs: Path) -> dict[str, str]:
     return env
 
 
+class ServerDied(Exception):
+    """tritonserver or a model's stub died and was not (or could not be) restored; the message says which and how.
+    Not a :class:`ClipedgeError`: ``clipedge serve`` exits with ``SERVER_DIED_EXIT``, not a user error's 2."""
+
+
 def check_port_free(host: str, port: int, option: str) -> None:
+    """Refuse a port another socket listens on. SO_REUSEADDR as tritonserver binds, so the TIME_WAIT
+    connections of a server that just stopped do not block an immediate restart on the same ports."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -176,7 +96,9 @@ def check_port_free(host: str, port: int, option: str) -> None:
 
 
 class TritonServer:
-    """A ``tritonserver`` child process on a scratch repository; a context manager that always stops it."""
+    """A ``tritonserver`` child process on a scratch repository; a context manager that always stops it.
+
+    Start it from a thread that outlives it (the parent-death signal follows the starting thread)."""
 
     def __init__(self, source: Path, options: ServeOptions = ServeOptions()):
         self.options = options
@@ -184,6 +106,12 @@ class TritonServer:
         self.name = self.served.options.name
         self.process: subprocess.Popen | None = None
         self.workspace: Path | None = None
+        self.log_path: Path | None = None
+        self.models: list[str] = []
+        #: live python-backend stub pid → its model, learned after each load
+        self.stubs: dict[int, str] = {}
+        self._watchdog: subprocess.Popen | None = None
+        self._control_token = secrets.token_hex(16)
         #: the python backend's shared-memory regions (/dev/shm), unique to this server so several can run
         self.shm_prefix = f"clipedge_{os.getpid()}_{options.grpc_port}_"
 
@@ -204,16 +132,33 @@ class TritonServer:
         o = self.options
         for option, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port), ("--metrics-port", o.metrics_port)):
             check_port_free(o.host, port, option)
+        self._watchdog = subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("watchdog.py")),
+                                           self.shm_prefix], stdin=subprocess.PIPE, start_new_session=True, text=True)
         self.workspace = Path(tempfile.mkdtemp(prefix="clipedge-serve-"))
-        serving_repository(self.served, self.workspace / "models", o.threads)
+        self._tell_watchdog(f"path {self.workspace}")
+        try:
+            self._launch(binary, backend, stub)
+            self._wait_ready(timeout)
+            self.stubs = stubs_of(self.process.pid)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, binary: Path, backend: Path, stub: Path) -> None:
+        o = self.options
+        self.models = serving_repository(self.served, self.workspace / "models", o.threads)
         backends = self.workspace / "backends" / "python"
         backends.mkdir(parents=True)
         for item in backend.iterdir():
             if item.is_file():
                 (backends / item.name).symlink_to(item)
         (backends / stub.name).symlink_to(stub)
+        restricted = f"model-repository:{CONTROL_HEADER}={self._control_token}"
         command = [str(binary), f"--model-repository={self.workspace / 'models'}",
                    f"--backend-directory={self.workspace / 'backends'}", "--strict-readiness=true",
+                   "--model-control-mode=explicit", *(f"--load-model={name}" for name in self.models),
+                   f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}",
                    f"--http-address={o.host}", f"--http-port={o.http_port}", f"--grpc-address={o.host}",
                    f"--grpc-port={o.grpc_port}", f"--metrics-address={o.host}", f"--metrics-port={o.metrics_port}",
                    f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}", "--log-info=false",
@@ -222,20 +167,26 @@ class TritonServer:
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=server_environment(binary.parents[2] / "nvidia_pytriton.libs"),
-                                            start_new_session=True)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+                                            start_new_session=True, preexec_fn=parent_death_signal())
+        self._tell_watchdog(f"group {self.process.pid}")
+
+    def _tell_watchdog(self, line: str) -> None:
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            try:
+                self._watchdog.stdin.write(line + "\n")
+                self._watchdog.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                log.warning("the cleanup watchdog of tritonserver is gone; stopping still cleans up")
 
     def _wait_ready(self, timeout: float) -> None:
         url = f"http://{self.options.host}:{self.options.http_port}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ClipedgeError(f"tritonserver exited with status {self.process.returncode}: {self.last_error()}")
+                how = f"tritonserver {describe_exit(self.process.returncode)} before its models were ready"
+                if self.process.returncode < 0:  # killed: no fault of the model or the options
+                    raise ServerDied(how)
+                raise ClipedgeError(f"{how}: {self.last_error()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -246,13 +197,65 @@ class TritonServer:
         raise ClipedgeError(f"tritonserver: models not ready after {timeout:.0f} s: {self.last_error()}")
 
     def last_error(self) -> str:
-        """The last error line of the server's log (one line), for messages."""
-        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.is_file() else []
+        """The last error line of the server's log (one line), for messages; the start-up chatter of a machine
+        without a GPU (DCGM, NVML, pinned memory) is never it."""
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path and self.log_path.is_file() else []
+        lines = [line for line in lines if line.strip() and not any(noise in line for noise in CPU_ONLY_NOISE)]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-        return (errors or lines or ["no output"])[-1].strip()[:400]
+        return (errors or lines or ["no other output"])[-1].strip()[:400]
+
+    def exit_status(self) -> int | None:
+        """None while tritonserver runs; its return code once it has ended (negative: the signal)."""
+        return None if self.process is None else self.process.poll()
+
+    def keep_log(self) -> Path | None:
+        """A copy of the server's output outside the scratch folder (which a stop removes), for a post-mortem."""
+        if self.log_path is None or not self.log_path.is_file():
+            return None
+        kept = Path(tempfile.gettempdir()) / f"clipedge-tritonserver-{self.process.pid}.log"
+        shutil.copyfile(self.log_path, kept)
+        return kept
+
+    def dead_stubs(self) -> dict[str, str]:
+        """Models whose python-backend stub has died since they were loaded → how it ended (e.g. "was killed by
+        signal SIGKILL (9)", with its pid)."""
+        dead: dict[str, str] = {}
+        for pid, model in self.stubs.items():
+            how = stub_death(pid, self.process.pid)
+            if how is not None and model not in dead:
+                dead[model] = f"its python backend stub (pid {pid}) {how}"
+        return dead
+
+    def unload(self, model: str) -> None:
+        """Unload a model through Triton's model control (its readiness turns false at once)."""
+        self._repository_call(model, "unload", 10)
+        self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
+
+    def load(self, model: str) -> None:
+        """Load a model through Triton's model control; returns once it is ready (its new stubs are watched)."""
+        self._repository_call(model, "load", STARTUP_SECONDS)
+        self.stubs = stubs_of(self.process.pid)
+
+    def _repository_call(self, model: str, action: str, timeout: float) -> None:
+        url = f"http://{self.options.host}:{self.options.http_port}/v2/repository/models/{model}/{action}"
+        request = urllib.request.Request(url, b"{}", {CONTROL_HEADER: self._control_token}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                return
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except (ValueError, AttributeError):
+                pass
+            message = f"{error.code}: {detail}"
+        except OSError as error:
+            message = str(error)
+        raise ClipedgeError(f"tritonserver: {action} of model {model} failed ({' '.join(message.split())[:300]})")
 
     def stop(self) -> None:
-        """SIGTERM (Triton unloads its models and stops their stubs), then SIGKILL what is left of the group."""
+        """SIGTERM (Triton finishes in-flight requests, unloads its models and stops their stubs), then SIGKILL
+        what is left of the group; the shared memory, the scratch folder and the watchdog go too."""
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -265,33 +268,20 @@ class TritonServer:
             except ProcessLookupError:
                 pass
             self.process.wait()
+            self._tell_watchdog(f"done {self.process.pid}")
             self.process = None
-            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):  # left by a stub that was killed
-                region.unlink(missing_ok=True)
+            self.stubs = {}
+            remove_shared_memory(self.shm_prefix)  # left by a stub or server that was killed
         if self.workspace is not None:
             shutil.rmtree(self.workspace, ignore_errors=True)
             self.workspace = None
+        if self._watchdog is not None:
+            self._watchdog.stdin.close()
+            self._watchdog.wait()
+            self._watchdog = None
 
     def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def serve_forever(server: TritonServer, echo=print) -> None:
-    """Run until SIGTERM or Ctrl-C (or the server dies), then stop cleanly."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.start()
-        echo(f"serving {server.name} ({server.served.model}) through Triton Inference Server:")
-        echo(f"  {server.grpc_url}   {server.http_url}   (and {server.name}{ENCODED_SUFFIX} for JPEG/PNG bytes)")
-        echo(f"  metrics http://{server.options.host}:{server.options.metrics_port}/metrics; Ctrl-C or SIGTERM stops it")
-        while not stop.wait(0.5):
-            if server.process is None or server.process.poll() is not None:
-                raise ClipedgeError(f"tritonserver exited unexpectedly: {server.last_error()}")
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -27,12 +27,12 @@ from clipedge.backbone import load_backbone_from_spec
 from clipedge.cli import main
 from clipedge.core.errors import ClipedgeError
 from clipedge.export import export_model
-from clipedge.export.deepstream import (
+from clipedge.export.deepstream import nvinfer_input
+from clipedge.export.deepstream_config import (
     GIE,
     Threshold,
     config_entries,
     geometry_for,
-    nvinfer_input,
     strictly_below,
     threshold_for,
 )

@@ -1,4 +1,4 @@
-"""Camera frame → probabilities (issue 13): exact in-graph preprocessing, the fast CPU resize, detector boxes, and
+"""Camera frame → probabilities: exact in-graph preprocessing, the fast CPU resize, detector boxes, and
 ``bench --frame``, checked against Pillow itself and on scikit-image's photographs."""
 
 from __future__ import annotations

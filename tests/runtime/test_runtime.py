@@ -1,4 +1,4 @@
-"""The torch-free runtime on small ONNX models built here to the export contract (DESIGN.md §4).
+"""The torch-free runtime on small ONNX models built here to the export contract (docs/design.md §5.2).
 
 The models are real ONNX graphs honouring the contract (uint8 NHWC ``images``
 in; ``logits`` and ``probs`` out; clipedge ``metadata_props``): Cast → mean

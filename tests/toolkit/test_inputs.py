@@ -206,7 +206,7 @@ def test_outside_a_command_decoding_leaves_the_process_alone(tmp_path, capfd):
     output is never taken for a decoder's, decodes do not take turns, and nothing accumulates."""
     import threading
 
-    from clipedge.core.images import DECODER_MESSAGES
+    from clipedge.core.decoder_messages import DECODER_MESSAGES
 
     fax = damaged_fax_tiff(tmp_path / "fax.tif")
     other_thread = threading.Thread(target=lambda: print("heartbeat", file=sys.stderr, flush=True))
@@ -219,17 +219,17 @@ def test_outside_a_command_decoding_leaves_the_process_alone(tmp_path, capfd):
 
 
 def test_no_stderr_sink_means_no_capture_and_no_leak(tmp_path, monkeypatch):
-    from clipedge.core import images
+    from clipedge.core import decoder_messages
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     good = tmp_path / "good.png"
     make_image((10, 20, 30), np.random.default_rng(0)).save(good)
-    monkeypatch.setattr(images._SINK, "pid", -1)  # the sink is (re)made on next use
-    monkeypatch.setattr(images.tempfile, "mkstemp", no_space)
+    monkeypatch.setattr(decoder_messages._SINK, "pid", -1)  # the sink is (re)made on next use
+    monkeypatch.setattr(decoder_messages.tempfile, "mkstemp", no_space)
     before = len(os.listdir("/proc/self/fd"))
-    with images.capturing_decoder_messages():
+    with decoder_messages.capturing_decoder_messages():
         for _ in range(4):
             assert load_rgb(good).size == (40, 40) and check_image(good) is None
     assert len(os.listdir("/proc/self/fd")) == before
@@ -300,7 +300,7 @@ def test_training_completes_and_lists_every_bad_file(run_with_bad_files):
 
 def test_later_steps_never_decode_a_skipped_file(run_with_bad_files, monkeypatch):
     """eval, export (its parity gate), calibrate and INT8 calibration sampling complete; none decodes a file that
-    training skipped. A test image damaged after training (the issue's truncated JPEG in the parity gate) is
+    training skipped. A test image damaged after training (a truncated JPEG met by the parity gate) is
     skipped by the first step that decodes it, recorded, and never decoded again."""
     from PIL import ImageFile
 

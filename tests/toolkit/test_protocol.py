@@ -119,3 +119,25 @@ def test_demo_choice_ignores_the_test_images(tmp_path):
     assert after.per_seed != before.per_seed  # the test figures did change
     assert after.per_seed_val == before.per_seed_val and chosen_again == chosen
     assert after.runs == before.runs
+
+
+def test_auto_choice_ignores_the_test_images(tmp_path, monkeypatch):
+    import clipedge.heads.selection as selection
+
+    # the quick candidates, one of each kind of fit (the slow ones see exactly the same FewShotProblem: train and val)
+    monkeypatch.setattr(selection, "CANDIDATES", ("zero-shot", "gda", "linear-probe", "tip-adapter"))
+    data = write_image_folder(tmp_path / "data", per_class=12, classes=SIX_COLOURS)
+    cache = tmp_path / "cache"  # shared by both runs: train and val features are the same; test is re-read
+    first = clipedge.train(data, tmp_path / "before", method="auto", shots=4, cache_dir=cache, **TINY)
+    split = json.loads((tmp_path / "before" / "split.json").read_text())
+    test_before = RunFeatures(load_run(tmp_path / "before"), progress=False).split("test").features
+    replace_test_images(data, [r[0] for r in split["test"]], [r[0] for r in split["train"]])
+    second = clipedge.train(data, tmp_path / "after", method="auto", shots=4, cache_dir=cache, **TINY)
+
+    assert not torch.equal(RunFeatures(load_run(tmp_path / "after"), progress=False).split("test").features, test_before)
+    val_figures = [[(c["method"], c["val_top1"], c["error"]) for c in result.candidates] for result in (first, second)]
+    assert val_figures[0] == val_figures[1] and second.method == first.method
+    assert second.metrics["val_top1"] == first.metrics["val_top1"]
+    before, after = (load_run(tmp_path / name).manifest for name in ("before", "after"))
+    assert after["auto"]["chosen"] == before["auto"]["chosen"] == first.method
+    assert after["head"]["hparams"] == before["head"]["hparams"]

@@ -20,7 +20,9 @@ from clipedge.run_dir import FORMAT_VERSION, load_run
 TINY = ["--backbone", "test-tiny-vit", "--pretrained", "none", "--shots", "4"]
 #: the quick settings each method takes (every other option is refused for it)
 QUICK = {"zero-shot": [], "linear-probe": [], "clip-adapter": ["--epochs", "3", "--views", "2"],
-         "tip-adapter": ["--views", "2"], "tip-adapter-f": ["--epochs", "3", "--views", "2"]}
+         "tip-adapter": ["--views", "2"], "tip-adapter-f": ["--epochs", "3", "--views", "2"],
+         "zs-lp": ["--epochs", "3", "--views", "2"], "clap": ["--epochs", "3", "--views", "2"], "gda": ["--views", "2"],
+         "lp++": ["--epochs", "3", "--views", "2"]}
 
 
 def invoke(*args: str):

@@ -60,7 +60,7 @@ class ClipedgeGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
-        from clipedge.core.images import capturing_decoder_messages
+        from clipedge.core.decoder_messages import capturing_decoder_messages
 
         with capturing_decoder_messages() as decoder_messages:
             try:

@@ -88,9 +88,7 @@ def bench_command(model: str, batches: str, iters: int, warmup: int, rounds: int
     from clipedge.runtime.preprocessing.image_files import collect_images
 
     if is_server_url(model) or concurrency:
-        from clipedge.runtime.bench.server import bench_server
-
-        return bench_server(model, parse_batches(batches), concurrency or "1", iters, warmup, as_json)
+        return _bench_server(model, parse_batches(batches), concurrency or "1", iters, warmup, as_json)
     if image_inputs and not baseline:
         raise ClipedgeError("--images: measures agreement with --baseline MODEL; give one")
     images = collect_images(image_inputs, option="--images")[0] if image_inputs else None
@@ -111,3 +109,19 @@ def bench_command(model: str, batches: str, iters: int, warmup: int, rounds: int
     click.echo(format_table(REPORT_HEADERS, report_rows(report)))
     for line in agreement_lines(report) + frame_lines(report):
         click.echo(line)
+
+
+def _bench_server(url: str, batches: list[int], concurrency: str, iterations: int, warmup: int, as_json: bool) -> None:
+    """``clipedge bench URL [--concurrency 1,8]``: the report as a table or JSON."""
+    from clipedge.runtime.backends import is_server_url
+    from clipedge.runtime.bench.server import SERVER_HEADERS, parse_concurrency, run_server_bench, server_rows
+
+    if not is_server_url(url):
+        raise ClipedgeError(f"--concurrency: measures a served model; MODEL {url} is not a grpc:// or http:// URL")
+    report = run_server_bench(url, batches, parse_concurrency(concurrency), iterations, warmup)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{url} · {report['backend']} · uint8 frames {report['image_size']}x{report['image_size']} in, "
+               "probabilities out; latency as each client sees it")
+    click.echo(format_table(SERVER_HEADERS, server_rows(report)))

@@ -31,6 +31,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.core.tables import format_table
 from clipedge.figures import pyplot, save_png
 from clipedge.heads import METHODS
+from clipedge.heads.selection import TIE_RULE, best_method
 from clipedge.training import train
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class DemoResult:
             "val_accuracy": by_str(_means(self.per_seed_val)),
             "val_accuracy_per_seed": by_str(self.per_seed_val),
             "best_run": str(self.best_run),
-            "best_run_chosen_by": "mean val top-1 at the largest shot count (test decides nothing)",
+            "best_run_chosen_by": f"mean val top-1 at the largest shot count, {TIE_RULE} (test decides nothing)",
             "timings_s": self.timings,
             **self.stages,
         }
@@ -118,9 +119,9 @@ def compare_methods(data: Path, runs_dir: Path, cache_dir: Path, shots: tuple[in
 
 
 def choose_best_method(per_seed_val: dict[str, dict[int, list[float]]], shots: int) -> str:
-    """The trained method with the best mean val top-1 at ``shots`` (ties: the earlier method in METHODS)."""
+    """The method with the best mean val top-1 at ``shots``, by ``--method auto``'s rule (ties: the simpler head)."""
     means = _means(per_seed_val)
-    return max((m for m in METHODS if m != "zero-shot"), key=lambda m: means[m][shots])
+    return best_method({method: means[method][shots] for method in per_seed_val})
 
 
 def accuracy_table(per_seed: dict[str, dict[int, list[float]]], shots: tuple[int, ...]) -> str:

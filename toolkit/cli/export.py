@@ -36,6 +36,9 @@ def _megabytes(num_bytes: int) -> str:
                    "a folder (default RUN/export/deepstream), with --format triton the repository folder (default "
                    "RUN/export/triton).")
 @click.option("--embeddings", is_flag=True, help="Add an 'embeddings' output (L2-normalised adapted features).")
+@click.option("--adaptable", is_flag=True,
+              help="Classes as data: the model ends at the embeddings; the class bank (.classes.npz) and the text "
+                   "model (.text.onnx) are written beside it, so classes can be added on the device.")
 @click.option("--opset", default=OPSET, show_default=True, type=int, help="ONNX opset (18 to 20: every TensorRT 10.x parses those).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the PyTorch references run for the parity check: cpu, cuda, cuda:N or auto.")
@@ -89,6 +92,10 @@ def export_command(run: Path, format_: str, **flags: Any) -> None:
                    f"gated on {parity['images']} held-out test images against fp32")
     else:
         click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
+    if result.text_gate:
+        text = result.text_gate
+        click.echo(f"text model: {text['strings']} strings against open_clip's text encoder, max L2 error "
+                   f"{text['max_l2_diff']:.2e} (allowed {text['max_l2_allowed']:.2e}), min cosine {text['min_cosine']:.7f}")
     if result.engine_gate:
         click.echo(f"engine gate: {describe_gate(result.engine_gate)} on the {result.engine_gate['images']} reference "
                    "frames embedded in the ONNX")

@@ -11,7 +11,9 @@ from clipedge.core.tables import format_table
 
 from .options import device_option
 
-METHODS = ("zero-shot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f")
+#: the registered heads (spelled out: the CLI loads without torch), then auto, which chooses between them on val
+METHODS = ("zero-shot", "linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f", "zs-lp", "clap", "gda", "lp++",
+           "auto")
 
 
 def parse_alpha(value: str | None) -> float | str | None:
@@ -27,7 +29,7 @@ def parse_alpha(value: str | None) -> float | str | None:
 @click.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
-@click.option("--method", default="clip-adapter", show_default=True, help=f"One of: {', '.join(METHODS)}.")
+@click.option("--method", default="clip-adapter", show_default=True, help=f"One of: {', '.join(METHODS)} (auto: every method on the same features, the best val top-1 wins).")
 @click.option("--backbone", default="clipedge-tiny", show_default=True, help="open_clip model name or hf-hub:ID.")
 @click.option("--pretrained", default=None, help="Pretrained tag, checkpoint file, or 'none' (default: the shipped weights of clipedge-tiny).")
 @click.option("--shots", default=16, show_default=True, type=int, help="Training images per class.")
@@ -40,7 +42,7 @@ def parse_alpha(value: str | None) -> float | str | None:
 @click.option("--batch-size", type=int, help="Head training batch size (default: the method's recipe).")
 @click.option("--alpha", help="CLIP-Adapter blend ratio, or 'auto' to choose it on val (default 0.2).")
 @click.option("--branch", help="CLIP-Adapter branch: visual (default), text or both.")
-@click.option("--recipe", help="official or fast (clip-adapter: official, linear-probe: fast by default; README 'Recipes and deviations').")
+@click.option("--recipe", help="official or fast (clip-adapter: official, linear-probe: fast by default; docs/methods.md, 'Recipes and deviations').")
 @device_option()
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Head training precision.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Share a feature cache between runs (default RUN/cache).")
@@ -55,6 +57,13 @@ def train(data: Path, out: Path, alpha: str | None, **options) -> None:
 
     result = train_run(data, out, alpha=parse_alpha(alpha), **options)
     metrics, timings = result.metrics, result.timings
+    if result.candidates is not None:
+        click.echo(format_table(
+            ["candidate", "val top-1", "seconds", "note"],
+            [[c["method"], c["val_top1"], c["seconds"], ("chosen" if c["method"] == result.method else c["error"] or "")]
+             for c in result.candidates],
+        ))
+        click.echo()
     click.echo(
         format_table(
             ["method", "shots", "val top-1", "test top-1", "zero-shot test top-1"],
@@ -71,7 +80,7 @@ def train(data: Path, out: Path, alpha: str | None, **options) -> None:
 @click.argument("data", required=False, type=click.Path(path_type=Path))
 @click.option("--split", type=click.Path(path_type=Path), help="Evaluate the test list of this split JSON under DATA.")
 @device_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema in the README).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: clipedge/runtime/schemas/eval.schema.json).")
 def eval_command(run: Path, data: Path | None, split: Path | None, device: str, as_json: bool) -> None:
     """Accuracy of RUN on its held-out test images, or on the labelled folder DATA."""
     from clipedge.evaluation import evaluate

@@ -6,6 +6,7 @@ Registered on the main group (toolkit/cli.py). The repository options are shared
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from clipedge.runtime.triton.repository import (
     RepositoryOptions,
     write_repository,
 )
-from clipedge.runtime.triton.server import ServeOptions, TritonServer, serve_forever
+from clipedge.runtime.triton.server import SERVER_DIED_EXIT, ServerDied, TritonServer
+from clipedge.runtime.triton.serving import ServeOptions
+from clipedge.runtime.triton.supervision import DEFAULT_RESTARTS, serve_forever
 
 
 def repository_options(command: Callable) -> Callable:
@@ -73,13 +76,26 @@ def repository_command(model: Path, out: Path, name: str, max_batch: int | None,
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), help=f"Dynamic batching delay (default: the repository's, or {DEFAULT_QUEUE_DELAY_US}).")
 @click.option("--instances", type=click.IntRange(min=1), help="Model instances, each its own process (default: the repository's, or 1).")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime CPU threads per instance (default: all cores).")
+@click.option("--restarts", default=DEFAULT_RESTARTS, show_default=True, type=click.IntRange(min=0),
+              help="How often a crashed tritonserver is restarted, and a model whose stub died reloaded, in any "
+                   "5 minutes (each kind counted apart; restarts back off 1, 2, 4 ... s); past that serve exits with status 3.")
 def serve_command(model_or_repo: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, name: str | None,
-                  max_batch: int | None, max_queue_delay_us: int | None, instances: int | None, threads: int | None) -> None:
+                  max_batch: int | None, max_queue_delay_us: int | None, instances: int | None, threads: int | None,
+                  restarts: int) -> None:
     """Serve an exported model (or a repository from `clipedge repository`) on Triton Inference Server.
 
     The model runs through clipedge.runtime inside Triton's python backend, with dynamic batching, under NAME
     (uint8 frames) and NAME_encoded (JPEG/PNG bytes, decoded and resized on the server). Readiness at
     /v2/health/ready, statistics at /v2/models/NAME/stats. Needs `pip install 'clipedge[serve]'`.
+
+    Supervised: a crashed tritonserver is restarted on the same ports, and a model whose python-backend stub
+    died is unloaded (readiness false within a second) and reloaded, up to --restarts times in 5 minutes.
+    Exit status: 0 after SIGTERM or Ctrl-C, 2 for a bad model or option (or a busy port), 3 when tritonserver
+    or a model died and was not restored (the message names which, and the signal or exit status).
     """
     options = ServeOptions(host, http_port, grpc_port, metrics_port, name, max_batch, max_queue_delay_us, instances, threads)
-    serve_forever(TritonServer(model_or_repo, options), echo=click.echo)
+    try:
+        serve_forever(TritonServer(model_or_repo, options), restarts, echo=click.echo)
+    except ServerDied as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(SERVER_DIED_EXIT)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from .base import FewShotProblem, Head, TrainOptions
+from .base import CacheReadout, FewShotProblem, Head, Readout, TrainOptions
+from .clap import ClapHead
 from .clip_adapter import ClipAdapterHead
+from .gda import GdaHead
 from .linear_probe import LinearProbeHead
+from .lp_plus_plus import LpPlusPlusHead
 from .registry import HEADS, head_class, head_options, register_head
 from .tip_adapter import TipAdapterFHead, TipAdapterHead
 from .zero_shot import ZeroShotHead
+from .zs_lp import ZsLpHead
 
-#: the order tables, plots and the demo list the methods in: from no training to the most
-METHODS = tuple(cls.kind for cls in (ZeroShotHead, LinearProbeHead, ClipAdapterHead, TipAdapterHead, TipAdapterFHead))
+#: the order tables, plots and the demo list the methods in: the adapters of 2021–22, then their successors
+METHODS = tuple(cls.kind for cls in (ZeroShotHead, LinearProbeHead, ClipAdapterHead, TipAdapterHead, TipAdapterFHead,
+                                     ZsLpHead, ClapHead, GdaHead, LpPlusPlusHead))
 
-__all__ = ["FewShotProblem", "HEADS", "Head", "METHODS", "TrainOptions", "head_class", "head_options", "register_head"]
+__all__ = ["CacheReadout", "FewShotProblem", "HEADS", "Head", "METHODS", "Readout", "TrainOptions", "head_class",
+           "head_options", "register_head"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -24,6 +25,39 @@ from clipedge.core.errors import ClipedgeError
 from .recipe import Augmentation, Recipe
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheReadout:
+    """A Tip-Adapter cache in readout form: ``alpha · exp(−beta·(1 − e·Kᵀ)) · one_hot(labels)``."""
+
+    keys: torch.Tensor  # [K, D]
+    labels: torch.Tensor  # [K] int64, the class index of each key
+    alpha: float
+    beta: float
+
+
+@dataclass
+class Readout:
+    """Every head as data: ``logits = scale · e·Wᵀ + bias [+ cache]`` with ``e = head.embed(features)``.
+
+    This is what a device needs to classify from embeddings alone (the class bank): the adapted,
+    L2-normalised embedding carries all of the head that is not linear in it.
+    """
+
+    weights: torch.Tensor  # [C, D]
+    bias: torch.Tensor  # [C], zeros where the head has none
+    scale: float
+    cache: CacheReadout | None = None
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The readout formula, for checking a head against its own readout."""
+        logits = self.scale * embeddings @ self.weights.t() + self.bias
+        if self.cache is not None:
+            affinity = embeddings @ self.cache.keys.t()
+            one_hot = F.one_hot(self.cache.labels, self.weights.shape[0]).to(embeddings.dtype)
+            logits = logits + self.cache.alpha * torch.exp(-self.cache.beta * (1 - affinity)) @ one_hot
+        return logits
 
 
 @dataclass
@@ -122,6 +156,8 @@ class Head(nn.Module, metaclass=ABCMeta):
 
     kind: ClassVar[str]
     trains: ClassVar[bool] = False
+    #: what this method chooses on val and what it keeps fixed (recorded beside its hparams in the manifest)
+    selection: ClassVar[str] = "nothing chosen: no hyperparameters"
     #: the options this method accepts; the factory (``head_options``) refuses any other
     Options: ClassVar[type[TrainOptions]] = TrainOptions
 
@@ -137,9 +173,17 @@ class Head(nn.Module, metaclass=ABCMeta):
         """The L2-normalised feature the classifier compares against W (exported as ``embeddings``)."""
         return F.normalize(features, dim=-1)
 
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """The head as ``scale · embed(f)·Wᵀ + bias [+ cache]``; this default is the text-classifier form
+        (``scale · e·Tᵀ``), and a head whose logits differ overrides it (the readout test holds each to it)."""
+        weights = self.text_weights.detach().clone()
+        return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
+
     def hparams(self) -> dict[str, Any]:
-        """Constructor arguments beyond W and the scale; stored in the manifest."""
-        return {}
+        """Constructor arguments beyond W and the scale, and the method's selection protocol (a record that
+        ``restore`` leaves out); stored in the manifest."""
+        return {"selection": self.selection}
 
     @torch.no_grad()
     def fold_logit_scale(self) -> None:
@@ -167,6 +211,7 @@ class Head(nn.Module, metaclass=ABCMeta):
     @classmethod
     def restore(cls, tensors: dict[str, torch.Tensor], hparams: dict[str, Any]) -> Head:
         """Rebuild a trained head from ``head.safetensors`` tensors and manifest hparams."""
+        hparams = {name: value for name, value in hparams.items() if name != "selection"}  # a record, not an argument
         head = cls(tensors["text_weights"], float(tensors["logit_scale"]), **hparams)
         head.load_state_dict(tensors)
         return head.eval()
@@ -206,13 +251,14 @@ def train_head(
     recipe: Recipe,
     keep_best_on_val: bool = False,
     description: str = "train",
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> Head:
     """Cross-entropy training of ``head``'s trainable parameters on cached augmented views, per ``recipe``.
 
     Each epoch shows every image once, as one randomly chosen cached view. With
     ``keep_best_on_val`` the epoch with the best validation accuracy is kept
     (never the test set: that is the flaw in the official Tip-Adapter-F script
-    that this avoids).
+    that this avoids). ``penalty``, if given, is added to every batch's loss (CLAP's constraint).
     """
     device = torch.device(options.device)
     generator = torch.Generator().manual_seed(options.seed)
@@ -243,6 +289,8 @@ def train_head(
             batch = views[chosen_views[index], index]
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = F.cross_entropy(head(batch).float(), labels[index])
+                if penalty is not None:
+                    loss = loss + penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

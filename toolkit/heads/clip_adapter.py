@@ -31,7 +31,7 @@ from torch import nn
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, OptimisedOptions, check_choice, train_head, val_accuracy
+from .base import FewShotProblem, Head, OptimisedOptions, Readout, check_choice, train_head, val_accuracy
 from .recipe import DASSL_SCALE, TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
 
@@ -98,6 +98,7 @@ class ClipAdapterHead(Head):
     """logits = scale · norm(α·A(f) + (1−α)·f) · Wᵀ"""
 
     kind = "clip-adapter"
+    selection = "fixed recipe and α = 0.2; with --alpha auto, α on val over 0.1, 0.2, 0.4, 0.6, 0.8"
     Options = ClipAdapterOptions
 
     def __init__(
@@ -129,6 +130,12 @@ class ClipAdapterHead(Head):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(features) @ self.class_weights().t()
 
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """W is the (text-adapted) class embeddings; the visual adapter lives in ``embed``."""
+        weights = self.class_weights().detach().clone()
+        return Readout(weights, torch.zeros(weights.shape[0]), float(self.logit_scale))
+
     def fold_text_adapter(self) -> None:
         """Replace W by the adapted class embeddings; afterwards the head is visual-only at inference."""
         if self.text_adapter is not None:
@@ -137,7 +144,7 @@ class ClipAdapterHead(Head):
             self.text_adapter = None
 
     def hparams(self) -> dict:
-        return {"alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
+        return {**super().hparams(), "alpha": self.alpha, "reduction": self.reduction, "branch": self.branch}
 
     def refit_options(self, recorded: dict, **common) -> ClipAdapterOptions:
         """The recorded recipe with this head's α and branch (α is not searched again)."""

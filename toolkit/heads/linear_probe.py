@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, ViewOptions, accuracy, check_choice
+from .base import FewShotProblem, Head, Readout, ViewOptions, accuracy, check_choice
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
 
@@ -60,6 +60,7 @@ class LinearProbeHead(Head):
     """logits = norm(f) · Aᵀ + b, with A and b learned; W is kept only to describe the run."""
 
     kind = "linear-probe"
+    selection = "L2 penalty on val: 1e-6 … 1e2 by decades, then ×0.3 and ×3 around the best"
     Options = LinearProbeOptions
 
     def __init__(self, text_weights: torch.Tensor, logit_scale: float, penalty: float = DEFAULT_PENALTY):
@@ -70,8 +71,12 @@ class LinearProbeHead(Head):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(F.normalize(features, dim=-1))
 
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        return Readout(self.linear.weight.detach().clone(), self.linear.bias.detach().clone(), 1.0)
+
     def hparams(self) -> dict:
-        return {"penalty": self.penalty}
+        return {**super().hparams(), "penalty": self.penalty}
 
     def fold_logit_scale(self) -> None:
         """Nothing to fold: a probe's logits never use CLIP's logit scale."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .base import FewShotProblem, Head, OptimisedOptions, ViewOptions, train_head
+from .base import CacheReadout, FewShotProblem, Head, OptimisedOptions, Readout, ViewOptions, train_head
 from .recipe import TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
 
@@ -61,6 +61,7 @@ class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
+    selection = "α, β on val over the official grid (ImageNet's, widened to DTD's at its edge)"
     Options = TipAdapterOptions
 
     def __init__(
@@ -90,8 +91,17 @@ class TipAdapterHead(Head):
             cache_logits = weights @ self.values
         return self.zero_shot_logits(normalized) + self.alpha * cache_logits
 
+    @torch.no_grad()
+    def readout(self) -> Readout:
+        """The zero-shot readout plus the cache: the keys as they are (Tip-Adapter-F's trained keys are not
+        re-normalised, as ``forward`` does not) and each key's class."""
+        readout = super().readout()
+        readout.cache = CacheReadout(self.keys.detach().clone(), self.values.argmax(dim=1), self.alpha, self.beta)
+        return readout
+
     def hparams(self) -> dict:
-        return {"num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta, "shots_per_class": self.shots_per_class}
+        return {**super().hparams(), "num_keys": self.keys.shape[0], "alpha": self.alpha, "beta": self.beta,
+                "shots_per_class": self.shots_per_class}
 
     @classmethod
     def from_cache(cls, problem: FewShotProblem) -> TipAdapterHead:
@@ -125,6 +135,7 @@ class TipAdapterFHead(TipAdapterHead):
 
     kind = "tip-adapter-f"
     trains = True
+    selection = "keys: the best val epoch of a fixed recipe; then α, β on val as Tip-Adapter"
     Options = TipAdapterFOptions
 
 
