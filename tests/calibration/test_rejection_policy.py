@@ -14,6 +14,7 @@ import clipedge
 from clipedge.calibration.rejection_policy import MIN_AUROC, withheld_reason
 from clipedge.cli import main
 from clipedge.export import export_model
+from clipedge.export.deepstream import threshold_for
 from clipedge.runtime import Classifier
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
 
@@ -62,6 +63,7 @@ def test_a_threshold_below_the_minimum_is_recorded_not_applied_and_not_exported(
     classifier = Classifier(model)
     assert classifier.rejection_threshold is None
     assert not any(p.rejected for p in classifier(sorted((trained_run.parent / "data").rglob("*.png"))[:12]))
+    assert threshold_for(clipedge.load_run(trained_run)).value == 0.0, "DeepStream's configs carry none either"
 
     stdout, forced = calibrate_cli(trained_run, "--min-auroc", "1", "--force-threshold")
     assert forced["threshold"] == forced["candidate_threshold"] and forced["threshold_forced"]
