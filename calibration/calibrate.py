@@ -2,7 +2,10 @@
 
 Both are stored in the manifest's ``calibration`` entry; export bakes the
 temperature into ``probs`` and carries the threshold in the model metadata,
-where the runtime applies it ("unknown").
+where the runtime applies it ("unknown"). A threshold whose score separates
+held-out classes no better than ``min_auroc`` (:mod:`.rejection_policy`) is
+recorded as ``candidate_threshold`` and not applied: ``threshold`` is then
+null, ``threshold_withheld`` says why, and the export carries no threshold.
 
 Test decides nothing here. The open-set check needs classes the head has
 never seen, so it re-fits the same head on a seeded half of the classes from
@@ -30,6 +33,7 @@ from clipedge.run_dir import Run, load_run, update_manifest
 from clipedge.run_features import RunFeatures
 
 from .rejection import SCORES, auroc, confidence_score, false_reject_rate, threshold_for_frr
+from .rejection_policy import MIN_AUROC, withheld_reason
 from .reliability import save_reliability_diagram
 from .temperature import expected_calibration_error, fit_temperature, nll, reliability_bins
 
@@ -44,13 +48,22 @@ class CalibrationReport:
     nll_before: float
     nll_after: float
     rejection_score: str
-    threshold: float
+    #: the deployed threshold; None when the score's held-out AUROC is below ``min_auroc`` and it was not forced
+    threshold: float | None
     target_frr: float
+    #: the share of known val images ``candidate_threshold`` rejects
     val_frr: float
     #: AUROC of each score on held-out val classes: what chose ``rejection_score``
     auroc: dict[str, float]
     open_set: dict[str, int]
     diagram: str
+    #: the threshold the target FRR gives, applied or not
+    candidate_threshold: float = 0.0
+    min_auroc: float = MIN_AUROC
+    #: why no threshold is applied (None when one is)
+    threshold_withheld: str | None = None
+    #: applied although its AUROC is below ``min_auroc`` (``--force-threshold``)
+    threshold_forced: bool = False
     #: the same check on the test split, reported and never used (None when the run has no test images of both kinds)
     test_auroc_report: dict[str, float] | None = None
 
@@ -146,10 +159,13 @@ def _test_report(check: OpenSetCheck, test: FeatureSet) -> dict[str, float] | No
 
 
 def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, device: str = "auto",
-              progress: bool = True) -> CalibrationReport:
-    """Fit the temperature, rejection score and threshold on val; write them and a reliability diagram into the run."""
+              progress: bool = True, min_auroc: float = MIN_AUROC, force_threshold: bool = False) -> CalibrationReport:
+    """Fit the temperature, rejection score and threshold on val; write them and a reliability diagram into the run.
+    The threshold is applied only when its score's held-out AUROC reaches ``min_auroc``, or with ``force_threshold``."""
     if not 0 < target_frr < 1:
         raise ClipedgeError(f"--target-frr {target_frr}: expected a rate strictly between 0 and 1, e.g. 0.05")
+    if not 0 <= min_auroc <= 1:
+        raise ClipedgeError(f"--min-auroc {min_auroc}: expected an AUROC between 0 and 1, e.g. {MIN_AUROC}")
     run = load_run(run_path)
     features = RunFeatures(run, device, progress)
     val = features.split("val")
@@ -168,6 +184,7 @@ def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, dev
     score = max(SCORES, key=lambda kind: aurocs[kind])
     known_scores = confidence_score(logits, score, temperature)
     threshold = threshold_for_frr(known_scores, target_frr)
+    withheld = withheld_reason(score, aurocs[score], min_auroc)
     diagram = run.path / DIAGRAM_FILE
     save_reliability_diagram(
         reliability_bins(probs_before, val.labels), reliability_bins(probs_after, val.labels), temperature, diagram
@@ -179,7 +196,7 @@ def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, dev
         nll_before=nll(logits, val.labels),
         nll_after=nll(logits, val.labels, temperature),
         rejection_score=score,
-        threshold=threshold,
+        threshold=threshold if withheld is None or force_threshold else None,
         target_frr=target_frr,
         val_frr=false_reject_rate(known_scores, threshold),
         auroc=aurocs,
@@ -187,6 +204,10 @@ def calibrate(run_path: str | Path, target_frr: float = 0.05, seed: int = 0, dev
                   "known_val_images": int(check.known_val_scored.sum()),
                   "unknown_val_images": int((~_subset(val.labels, check.known)[0]).sum())},
         diagram=str(diagram),
+        candidate_threshold=threshold,
+        min_auroc=min_auroc,
+        threshold_withheld=None if force_threshold else withheld,
+        threshold_forced=force_threshold and withheld is not None,
         test_auroc_report=_test_report(check, features.split("test")),
     )
     update_manifest(run.path, "calibration", report.to_manifest())

@@ -1,13 +1,17 @@
 """The images INT8 quantization learns its ranges from, and the images that judge the result.
 
-Three disjoint sets, so no figure is measured on the images that produced it:
-
 - *calibration*: activation ranges are collected on these (the run's train
   and val images, or ``--calib DIR``), a seeded sample of ``count``;
 - *selection*: a seeded quarter of the same pool, held back from calibration,
-  on which the calibration methods are compared and the best one chosen;
-- *gate*: the run's test images, never seen by either step, on which the
-  exported model must agree with fp32 (:mod:`clipedge.export.exporter`).
+  on which the calibration methods are compared and each layer's sensitivity
+  is measured (:mod:`.int8_sensitivity`);
+- *gate*: every image calibration did not see, the run's train, val and test
+  images and the rest of ``--calib`` alike (agreement with fp32 needs no
+  labels), on which the exported model must agree with fp32
+  (:mod:`.int8_gate`). The selection images are part of it: they steered the
+  method and the float layers, never the ranges; the images that nothing but
+  the gate saw are counted apart (``untouched``) so that figure can be read on
+  its own.
 
 Frames are prepared by the runtime's own preprocessing, so quantization sees
 exactly the uint8 frames a deployed model will.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,7 @@ from .int8_options import DEFAULT_COUNT
 log = logging.getLogger(__name__)
 
 MAX_SELECTION = 64
-#: enough for the 98 % gate to resolve one disagreement in a thousand, without holding a whole test set in memory
+#: enough for the 98 % gate's 95 % interval to be under ±1 %, without holding a large set in memory
 GATE_IMAGES = 1000
 
 
@@ -45,10 +49,15 @@ class CalibrationImages:
     selection: np.ndarray
     source: str
     skipped: int = 0
+    #: every image calibration did not see (a seeded sample of GATE_IMAGES for large sets), for the gate
+    gate_paths: list[Path] = field(default_factory=list)
+    #: how many of ``gate_paths`` the selection did not see either
+    untouched: int = 0
 
     def describe(self) -> dict[str, object]:
         return {"source": self.source, "calibration_images": len(self.calibration),
-                "selection_images": len(self.selection), "skipped_files": self.skipped}
+                "selection_images": len(self.selection), "gate_images": len(self.gate_paths),
+                "untouched_gate_images": self.untouched, "skipped_files": self.skipped}
 
 
 def folder_images(folder: Path) -> list[Path]:
@@ -88,7 +97,8 @@ def load_frames(run: Run, paths: list[Path], from_run: bool) -> tuple[np.ndarray
 
 def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int = DEFAULT_COUNT,
                        seed: int = 0) -> CalibrationImages:
-    """A seeded calibration sample of ``count`` images and a disjoint selection set from the same pool."""
+    """A seeded calibration sample of ``count`` images, a disjoint selection set from the same pool, and the
+    gate's images: everything calibration did not see."""
     pool = folder_images(Path(calib_dir)) if calib_dir else run_pool(run)
     source = str(Path(calib_dir).resolve()) if calib_dir else f"{run.path} train+val images"
     random.Random(f"int8-calibration:{seed}").shuffle(pool)
@@ -103,16 +113,23 @@ def calibration_images(run: Run, calib_dir: str | Path | None = None, count: int
         log.warning("only %d calibration image(s): the calibration method is chosen on the calibration images "
                     "themselves; pass --calib DIR with a few hundred images for a held-out choice", len(calibration))
         selection = calibration
-    return CalibrationImages(calibration, selection, source, skipped + skipped_selection)
+    gate = gate_images(run, pool, calibration_paths, seed=seed)
+    selected = {path.resolve() for path in selection_paths}
+    untouched = sum(path.resolve() not in selected for path in gate)
+    return CalibrationImages(calibration, selection, source, skipped + skipped_selection, gate, untouched)
 
 
-def gate_images(run: Run, limit: int = GATE_IMAGES, seed: int = 0) -> list[Path]:
-    """The run's test images (a seeded sample of ``limit`` for large sets): held out from training,
-    calibration and method selection alike."""
-    paths = [s.path for s in run_data(run).splits["test"]]
+def gate_images(run: Run, pool: list[Path], calibration_paths: list[Path], limit: int = GATE_IMAGES,
+                seed: int = 0) -> list[Path]:
+    """Every image of the run and of the calibration pool that calibration did not see, once each (a seeded
+    sample of ``limit`` for large sets)."""
+    seen = {path.resolve() for path in calibration_paths}
+    candidates = [s.path for split in ("train", "val", "test") for s in run_data(run).splits[split]] + pool
+    unseen = {path.resolve(): path for path in reversed(candidates) if path.resolve() not in seen}
+    paths = sorted(unseen.values())
     if not paths:
-        raise ClipedgeError(f"RUN {run.path}: no test images to check the INT8 model against; re-train with a "
-                            "folder of ≥ 4 images per class (30 % are held out for test) or a --split file with a 'test' list")
+        raise ClipedgeError(f"RUN {run.path}: every image calibrated INT8, none is left to check the INT8 model "
+                            "against; pass a smaller --calib-count or --calib DIR with more images")
     if len(paths) > limit:
         paths = sorted(random.Random(f"int8-gate:{seed}").sample(paths, limit))
     return paths

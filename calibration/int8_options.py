@@ -10,6 +10,9 @@ from clipedge.core.errors import ClipedgeError
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_COUNT = 128
 DEFAULT_MIN_AGREEMENT = 0.98
+#: the measured fallback returns at most this share of the INT8 layers to float before the export gives up: past
+#: it, most of INT8's speed is gone and fp16 (or fp32) is the honest export
+MAX_FLOAT_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Int8Options:
     count: int = DEFAULT_COUNT
     #: one of METHODS, or "auto": try each and keep the one that agrees best with fp32
     method: str = "auto"
-    #: top-1 agreement with fp32 required on the run's test images (and aimed for when choosing the method)
+    #: top-1 agreement with fp32 required on every image calibration did not see (clipedge.calibration.int8_gate)
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     seed: int = 0
 

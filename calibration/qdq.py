@@ -16,7 +16,8 @@ Each choice has a reason:
   class matrix: CLIP logits are ``100 · cos``, so an int8 cosine would move
   logits by whole units); attention's activation × activation products and
   its softmax; LayerNorm, GELU and residual adds (not quantized op types);
-  and, when a run needs it, the first weighted layer, which reads raw pixels.
+  and, when a model misses its gate, the layers whose measured sensitivity
+  puts them first (:mod:`.int8_sensitivity`).
 """
 
 from __future__ import annotations
@@ -59,12 +60,6 @@ def activation_products(model: onnx.ModelProto) -> list[str]:
     constants = {tensor.name for tensor in model.graph.initializer}
     return [node.name for node in model.graph.node
             if node.op_type == "MatMul" and not {node.input[0], node.input[1]} & constants]
-
-
-def first_weighted_node(model: onnx.ModelProto, skip: list[str]) -> str | None:
-    """The encoder's first convolution or matrix product: the one that reads (normalised) pixels."""
-    return next((node.name for node in model.graph.node
-                 if node.op_type in QUANTIZED_OP_TYPES and node.name not in skip), None)
 
 
 def _calibration_reader(frames: np.ndarray, fixed_batch: int | None):
@@ -112,8 +107,12 @@ def _quiet() -> Iterator[None]:
 
 
 def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: str, keep_float: list[str],
-                 fixed_batch: int | None = None) -> None:
-    """Calibrate ``model_path`` on ``frames`` with ``method`` and write the QDQ model to ``out_path``."""
+                 fixed_batch: int | None = None, ranges: Path | None = None) -> None:
+    """Calibrate ``model_path`` on ``frames`` with ``method`` and write the QDQ model to ``out_path``.
+
+    ``ranges`` names a file for the activation ranges: written by the first call, read by later ones (with the
+    same method), so re-quantizing with other layers in float costs a graph rewrite, not a calibration pass.
+    The ranges cover every tensor whatever ``keep_float`` says, so one file serves every float choice."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -123,7 +122,7 @@ def quantize_qdq(model_path: Path, out_path: Path, frames: np.ndarray, method: s
             str(model_path), str(out_path), _calibration_reader(frames, fixed_batch),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float,
-            calibrate_method=methods[method],
+            calibrate_method=methods[method], calibration_cache_path=ranges,
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,

@@ -77,7 +77,7 @@ def threshold_for(run: Run) -> Threshold:
     """classifier-threshold: nvinfer attaches a label only when its probability exceeds it, which is clipedge's
     rejection exactly when the calibrated score is the (temperature-scaled) max probability, as ``probs`` is."""
     calibration = calibration_of(run)
-    if "threshold" not in calibration:
+    if calibration.get("threshold") is None:  # not calibrated, or calibrate withheld it (held-out AUROC too low)
         return Threshold(0.0, "no calibrated rejection threshold in the run (clipedge calibrate): every object gets "
                               "its top class")
     score = calibration.get("rejection_score", "max_prob")

@@ -17,7 +17,8 @@ import onnx
 
 from clipedge.backbone import load_backbone_from_spec
 from clipedge.calibration.int8 import quantize_int8
-from clipedge.calibration.int8_images import calibration_images, gate_images
+from clipedge.calibration.int8_gate import AgreementGate
+from clipedge.calibration.int8_images import calibration_images
 from clipedge.core.atomic import check_destination, publish, staging_folder
 from clipedge.core.images import DecodeOptions
 from clipedge.devices import resolve_device
@@ -75,9 +76,9 @@ def export_fused(run_dir: str | Path, options: ExportOptions) -> ExportResult:
 
     ``batch`` is N or "MIN,OPT,MAX" (the engine's optimisation profile, recorded in the ONNX); with
     ``fixed_batch`` the ONNX input is fixed to that one N instead of a dynamic batch. With ``int8`` the INT8 QDQ
-    model (clipedge.calibration.int8) is exported and gated against fp32. ``format="engine"`` builds a strongly
-    typed TensorRT engine from the ONNX of the precision asked for with the runtime's ``build_engine``, and keeps
-    that ONNX beside it. ``frame="1920x1080"`` makes the input the raw camera frame in ``pixel_format`` (rgb, bgr,
+    model (clipedge.calibration.int8) is exported and gated against fp32 on every image calibration did not see.
+    ``format="engine"`` builds a strongly typed TensorRT engine from the ONNX of the precision asked for with the
+    runtime's ``build_engine``, and keeps that ONNX beside it. ``frame="1920x1080"`` makes the input the raw camera frame in ``pixel_format`` (rgb, bgr,
     nv12 with ``colour_matrix``) with colour conversion, resize and crop in the graph
     (clipedge.export.frame_input), gated on the run's images placed in such frames.
     """
@@ -101,7 +102,6 @@ def export_fused(run_dir: str | Path, options: ExportOptions) -> ExportResult:
     check_destination(artifact)
     if int8:  # read (and check) every image before the slow work
         images = calibration_images(run, int8.calib_dir, int8.count, int8.seed)
-        held_out_paths = gate_images(run, seed=int8.seed)
 
     spec = run.backbone_spec
     backbone = load_backbone_from_spec(spec, device)
@@ -134,9 +134,10 @@ def export_fused(run_dir: str | Path, options: ExportOptions) -> ExportResult:
                                                      "fp16" if fp16 else "fp32", temperature).to_dict()
         staged_onnx = staging / onnx_path.name
         if int8:
-            quantized = quantize_int8(graph_onnx, staged_onnx, images, _cpu_probs, int8.method, int8.min_agreement,
-                                      static_batch, progress, head_scope=HEAD_SCOPE)
-            reference = reference_outputs(run, backbone, reference_module, temperature, held_out_paths)
+            reference = reference_outputs(run, backbone, reference_module, temperature, images.gate_paths)
+            gate = AgreementGate(reference.frames, (reference.fused, reference.pipeline), int8.min_agreement)
+            quantized = quantize_int8(graph_onnx, staged_onnx, images, _cpu_probs, gate, int8.method, static_batch,
+                                      progress, head_scope=HEAD_SCOPE)
             quantization = quantized.metadata()
             metadata = {**metadata, "quantization": quantization, "fp32_parity": graph_parity.to_dict()}
             model = onnx.load(str(staged_onnx))
@@ -177,9 +178,9 @@ def _cpu_probs(model_path: Path, frames: Any) -> Any:
 
 def _gate_int8(run: Run, probs: Any, reference: ParityReference, temperature: float | None,
                min_agreement: float) -> ParityResult:
-    """The INT8 model against the fp32 PyTorch pipelines on the run's held-out test images."""
+    """The written INT8 model against the fp32 PyTorch pipelines on every image calibration did not see."""
     parity = compare(probs, reference, "int8", temperature, min_agreement)
-    resolution = f" (with {parity.images} test images, one disagreement costs {100 / parity.images:.1f} %)" \
+    resolution = f" (with {parity.images} images, one disagreement costs {100 / parity.images:.1f} %)" \
         if parity.images < 100 else ""
     require_parity(parity, run, "INT8 model", f"{resolution}. This run's decisions turn on logit differences finer than INT8 "
           "resolves: export fp32 or --fp16 instead, calibrate on more representative images (--calib), or accept "

@@ -59,7 +59,7 @@ def model_metadata(run: Run, precision: str, embeddings: bool, fixed_batch: int 
     calibration = calibration_of(run)
     if "temperature" in calibration:
         metadata["temperature"] = str(calibration["temperature"])
-    if "threshold" in calibration:
+    if calibration.get("threshold") is not None:  # null: calibrate withheld it (its held-out AUROC was too low)
         metadata["rejection_threshold"] = str(calibration["threshold"])
         metadata["rejection_score"] = calibration.get("rejection_score", "max_prob")
     return metadata

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 #: schema name -> the schema_version the current writers emit
-SCHEMA_VERSIONS = {"eval": 1, "bench": 1, "predict": 2, "calibrate": 1, "manifest": 1, "sidecar": 1, "onnx_metadata": 1,
+SCHEMA_VERSIONS = {"eval": 1, "bench": 1, "predict": 2, "calibrate": 2, "manifest": 1, "sidecar": 1, "onnx_metadata": 1,
                    "class_bank": 1}
 
 

@@ -14,7 +14,8 @@ from conftest import write_image_folder
 import clipedge
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR
 from clipedge.calibration.int8 import count_int8_layers, quantize_int8
-from clipedge.calibration.int8_images import calibration_images, gate_images
+from clipedge.calibration.int8_gate import AgreementGate
+from clipedge.calibration.int8_images import calibration_images
 from clipedge.calibration.int8_options import METHODS, Int8Options
 from clipedge.calibration.qdq import activation_products, head_nodes, quantize_qdq
 from clipedge.cli import main
@@ -69,9 +70,12 @@ def test_calibration_and_selection_images_are_seeded_and_disjoint(tiny_run):
     rows = {frame.tobytes() for frame in first.calibration}
     assert not rows & {frame.tobytes() for frame in first.selection}, "selection images must not calibrate"
     assert not np.array_equal(calibration_images(run, count=10, seed=4).calibration, first.calibration)
-    test = {Path(p) for p in gate_images(run)}
-    train_val = {s.path for split in ("train", "val") for s in run_data(run).splits[split]}
-    assert test and not test & train_val, "the gate's test images are held out from calibration"
+    splits = run_data(run).splits
+    everything = {s.path.resolve() for split in ("train", "val", "test") for s in splits[split]}
+    gate = {Path(p).resolve() for p in first.gate_paths}
+    test = {s.path.resolve() for s in splits["test"]}
+    assert test <= gate <= everything, "the gate: every image calibration did not see, test images included"
+    assert len(gate) == len(everything) - len(first.calibration) and first.untouched == len(gate) - len(first.selection)
 
 
 def test_calibration_folder_skips_unreadable_files(tiny_run, tmp_path):
@@ -111,31 +115,32 @@ def test_qdq_recipe_keeps_head_softmax_and_layernorm_in_float(fp32_model, tiny_r
     assert any(scale.ndim == 1 and scale.size > 1 for scale in per_channel), "weights are quantized per channel"
 
 
-def test_methods_are_compared_and_the_first_layer_falls_back_to_float(fp32_model, tiny_run, tmp_path):
+def test_methods_are_compared_and_the_best_is_kept(fp32_model, tiny_run, tmp_path):
     images = calibration_images(clipedge.load_run(tiny_run), count=16)
-    # an unreachable target: every method misses it, so the first weighted layer is tried in float as well
-    result = quantize_int8(fp32_model, tmp_path / "m.int8.onnx", images, cpu_probs, "auto", min_agreement=1.01,
-                           progress=False, head_scope=HEAD_SCOPE)
-    assert [c.method for c in result.candidates[:3]] == list(METHODS)
-    assert result.candidates[3].first_layer_float and result.candidates[3].method == max(
-        result.candidates[:3], key=lambda c: c.key()).method
-    assert result.chosen in result.candidates and result.chosen.key() == max(c.key() for c in result.candidates)
+    gate = AgreementGate(images.selection, (cpu_probs(fp32_model, images.selection),), min_agreement=0.0)
+    result = quantize_int8(fp32_model, tmp_path / "m.int8.onnx", images, cpu_probs, gate, "auto", progress=False,
+                           head_scope=HEAD_SCOPE)
+    assert [c.method for c in result.candidates] == list(METHODS) and not result.float_layers
+    assert result.chosen.key() == max(c.key() for c in result.candidates)
     assert result.path.is_file() and not list(tmp_path.glob(".*")), "candidate models are cleaned up"
     assert result.metadata()["calibration_images"] == 16 and result.metadata()["calibration_method"] == result.chosen.method
-    single = quantize_int8(fp32_model, tmp_path / "one.onnx", images, cpu_probs, "percentile", min_agreement=0,
-                           progress=False, head_scope=HEAD_SCOPE)
+    assert result.metadata()["gate"]["images"] == len(images.selection)
+    single = quantize_int8(fp32_model, tmp_path / "one.onnx", images, cpu_probs, gate, "percentile", progress=False,
+                           head_scope=HEAD_SCOPE)
     assert [c.method for c in single.candidates] == ["percentile"]
 
 
 def test_int8_export_passes_its_gate_and_runs_in_the_runtime(tiny_run, tmp_path):
     result = export_model(tiny_run, tmp_path / "model.int8.onnx", int8=FAST, parity_count=8, progress=False)
     assert result.precision == "int8" and result.parity["passed"]
-    assert result.parity["images"] == len(gate_images(clipedge.load_run(tiny_run)))
+    assert result.parity["images"] == len(calibration_images(clipedge.load_run(tiny_run), count=FAST.count).gate_paths)
     assert min(result.parity["agreement_fused"], result.parity["agreement_pipeline"]) >= 0.98
     metadata = read_onnx_metadata(result.artifact)
     assert metadata["precision"] == "int8" and json.loads(metadata["parity"]) == result.parity
     quantization = json.loads(metadata["quantization"])
     assert quantization["calibration_method"] in METHODS and quantization["format"] == "QDQ"
+    low, high = quantization["gate"]["interval"]
+    assert low <= quantization["gate"]["agreement"] <= high and quantization["gate"]["images"] == result.parity["images"]
     assert json.loads(metadata["fp32_parity"])["passed"]
     classifier = Classifier(result.artifact)
     assert classifier.labels == ["blue", "green", "red"] and classifier.metadata["precision"] == "int8"
@@ -220,17 +225,19 @@ def test_bad_int8_input_is_one_line_and_writes_nothing(tiny_run, tmp_path, args,
     assert not list(out.parent.iterdir())
 
 
-def test_run_without_test_images_says_how_to_get_some(tmp_path):
+def test_a_run_whose_every_image_calibrates_says_what_to_do(tmp_path):
+    """The gate needs images calibration did not see; a run without test images is gated on the rest of its own
+    (here: none left) or on a --calib folder's, whose unused images count too."""
     data = write_image_folder(tmp_path / "data", per_class=6)
-    split = {"train": [[f"{c}/{i:03d}.png", k, c] for k, c in enumerate(["blue", "green", "red"]) for i in range(3)],
-             "val": [[f"{c}/{i:03d}.png", k, c] for k, c in enumerate(["blue", "green", "red"]) for i in range(3, 6)],
-             "test": []}
+    split = {"train": [[f"{c}/000.png", k, c] for k, c in enumerate(["blue", "green", "red"])], "val": [], "test": []}
     (tmp_path / "split.json").write_text(json.dumps(split))
     run = tmp_path / "run"
     clipedge.train(data, run, method="zero-shot", backbone="test-tiny-rn", pretrained="none", split=tmp_path / "split.json",
-                   shots=2, progress=False)
-    with pytest.raises(ClipedgeError, match="no test images to check the INT8 model against; re-train"):
+                   shots=1, progress=False)
+    with pytest.raises(ClipedgeError, match="every image calibrated INT8, none is left to check the INT8 model against"):
         export_model(run, tmp_path / "m.onnx", int8=FAST, progress=False)
+    images = calibration_images(clipedge.load_run(run), data / "red", count=2)
+    assert len(images.gate_paths) == 8 - 2 and images.source == str((data / "red").resolve())
 
 
 def test_bench_with_a_baseline_and_images(tiny_run, fp32_model, tmp_path):

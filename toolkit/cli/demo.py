@@ -213,10 +213,11 @@ def calibrate_stage(run_dir: Path, out: Path, echo: Callable[[str], None]) -> di
     from clipedge.calibration.calibrate import calibrate
 
     report = calibrate(run_dir, progress=False)
+    rejection = (f"no \"unknown\" threshold: {report.threshold_withheld}" if report.threshold is None else
+                 f"below {report.threshold:.3g} ({report.rejection_score}) a frame is \"unknown\" ({100 * report.val_frr:.1f} % "
+                 f"of val rejected; val AUROC {report.auroc[report.rejection_score]:.2f} on held-out classes)")
     echo(f"\n[3] calibrated on val: temperature {report.temperature:.3g}, ECE {report.ece_before:.3f} → "
-         f"{report.ece_after:.3f}; below {report.threshold:.3g} ({report.rejection_score}) a frame is \"unknown\" "
-         f"({100 * report.val_frr:.1f} % of val rejected; val AUROC {report.auroc[report.rejection_score]:.2f} on held-out "
-         f"classes); {report.diagram}")
+         f"{report.ece_after:.3f}; {rejection}; {report.diagram}")
     return {"calibration": report.to_manifest()}
 
 

@@ -45,7 +45,8 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--timing-cache", type=click.Path(path_type=Path),
               help="TensorRT timing cache file reused across builds (default ~/.cache/clipedge/tensorrt.timing-cache).")
 @click.option("--int8", is_flag=True,
-              help="INT8 (QDQ) model from calibration images, gated on RUN's test images against fp32; with "
+              help="INT8 (QDQ) model from calibration images, gated against fp32 on every image calibration did not see "
+                   "(measured layers return to float when it misses); with "
                    "--format engine, a TensorRT INT8 engine built from it.")
 @click.option("--calib", type=click.Path(path_type=Path),
               help="--int8: folder of calibration images (default: RUN's train and val images).")
@@ -54,7 +55,7 @@ def _megabytes(num_bytes: int) -> str:
 @click.option("--calib-method", default="auto", show_default=True, type=click.Choice(["auto", *METHODS]),
               help="--int8: activation range calibration; auto tries each and keeps the one that agrees best with fp32.")
 @click.option("--min-agreement", default=DEFAULT_MIN_AGREEMENT, show_default=True, type=float,
-              help="--int8: top-1 agreement with fp32 the INT8 model must reach on RUN's test images.")
+              help="--int8: top-1 agreement with fp32 the INT8 model must reach on the images calibration did not see.")
 @click.option("--process-mode", type=click.Choice(["primary", "secondary", "both"]),
               help="--format deepstream: which nvinfer configs to write (full frames, detector crops; default both).")
 @click.option("--frame", help="WIDTHxHEIGHT, e.g. 1920x1080: the model takes the camera's raw frame and does colour "
@@ -83,13 +84,21 @@ def export_command(run: Path, format_: str, **flags: Any) -> None:
     if result.quantization:
         q = result.quantization
         click.echo(format_table(
-            ["calibration method", "first layer", "top-1 agreement on selection images"],
-            [[c["method"], "float" if c["first_layer_float"] else "int8", f"{100 * c['agreement']:.2f} %"]
-             for c in q["selection"]],
+            ["calibration method", "top-1 agreement on selection images"],
+            [[c["method"], f"{100 * c['agreement']:.2f} %"] for c in q["selection"]],
         ))
+        if q["float_layers"]:
+            click.echo(format_table(
+                ["returned to float (most sensitive first)", "KL to fp32 with it alone in float", "gate agreement after"],
+                [[f"{layer['layer']} ({layer['scope']})", f"{layer['divergence']:.2e}", f"{100 * agreement:.2f} %"]
+                 for layer, agreement in zip(q["float_layers"], q["fallback_agreement"][1:])],
+            ))
+        gate, (low, high) = q["gate"], q["gate"]["interval"]
         click.echo(f"INT8: {q['calibration_method']} calibration on {q['calibration_images']} images "
                    f"({q['source']}), {q['int8_layers']} of {q['weighted_layers']} weighted layers in INT8; "
-                   f"gated on {parity['images']} held-out test images against fp32")
+                   f"top-1 agreement with fp32 {100 * gate['agreement']:.2f} % (95 % CI {100 * low:.1f}–{100 * high:.1f} %) "
+                   f"on {gate['images']} images calibration did not see ({q['untouched_gate_images']} of them unseen "
+                   f"by the method and layer choice too), required ≥ {100 * gate['min_agreement']:g} %")
     else:
         click.echo(f"parity: {parity['images']} of the run's images, against the fused and the unfused PyTorch pipelines")
     if result.text_gate:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from clipedge.calibration.rejection_policy import MIN_AUROC
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.tables import format_table
 
@@ -102,15 +103,20 @@ def eval_command(run: Path, data: Path | None, split: Path | None, device: str, 
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--target-frr", default=0.05, show_default=True, type=float, help="Share of known-class val images that may be rejected.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the known/unknown class split for the AUROC check.")
+@click.option("--min-auroc", default=MIN_AUROC, show_default=True, type=float,
+              help="Held-out AUROC below which the rejection threshold is recorded but not applied.")
+@click.option("--force-threshold", is_flag=True, help="Apply the rejection threshold even below --min-auroc.")
 @device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: bool) -> None:
+def calibrate(run: Path, target_frr: float, seed: int, min_auroc: float, force_threshold: bool, device: str,
+              as_json: bool) -> None:
     """Fit a temperature and an open-set rejection threshold on RUN's val images."""
     import json
 
     from clipedge.calibration.calibrate import calibrate as calibrate_run
 
-    report = calibrate_run(run, target_frr=target_frr, seed=seed, device=device, progress=not as_json)
+    report = calibrate_run(run, target_frr=target_frr, seed=seed, device=device, progress=not as_json,
+                           min_auroc=min_auroc, force_threshold=force_threshold)
     if as_json:
         from clipedge.runtime.schemas import SCHEMA_VERSIONS
 
@@ -123,9 +129,14 @@ def calibrate(run: Path, target_frr: float, seed: int, device: str, as_json: boo
     click.echo()
     click.echo(format_table(
         ["rejection score", "threshold", "target FRR", "val FRR", "val AUROC max_prob", "val AUROC energy"],
-        [[report.rejection_score, report.threshold, report.target_frr, report.val_frr,
+        [[report.rejection_score, report.candidate_threshold, report.target_frr, report.val_frr,
           report.auroc["max_prob"], report.auroc["energy"]]],
     ))
+    if report.threshold_withheld:
+        click.echo(f"\nno rejection threshold applied: {report.threshold_withheld} (--force-threshold applies it)")
+    elif report.threshold_forced:
+        click.echo(f"\nrejection threshold applied by --force-threshold although its held-out val AUROC "
+                   f"{report.auroc[report.rejection_score]:.2f} is below the minimum {report.min_auroc:g}")
     click.echo(f"\nopen-set check on val: {report.open_set['known_classes']} known / {report.open_set['unknown_classes']} "
                f"held-out classes chose the score; reliability diagram: {report.diagram}")
     if report.test_auroc_report:
