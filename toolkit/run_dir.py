@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from clipedge.core.atomic import write_atomically
+from clipedge.core.atomic import staging_folder, write_atomically
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import SkippedFile
+from clipedge.core.lock import check_unlocked
 
 from .backbone import BackboneSpec
 from .heads import Head, head_class
@@ -116,31 +116,31 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise ClipedgeError(f"--out {out}: parent folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise ClipedgeError(f"--out {out}: parent folder {out.parent} is not writable")
+    check_unlocked(out)
 
 
 @contextmanager
-def staged_run_dir(out: Path) -> Iterator[Path]:
+def staged_run_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling of ``out``; on success it replaces ``out`` atomically.
 
-    An existing run's feature cache is moved into the staging folder first, so
-    ``--overwrite`` re-runs still reuse features.
+    The destination's lock is held throughout (clipedge.core.atomic.staging_folder), and ``out`` is checked
+    again under it: a run that another ``train`` published while this one was starting is not replaced without
+    ``--overwrite``. An existing run's feature cache is copied into the staging folder first, so ``--overwrite``
+    re-runs still reuse features.
     """
     out = Path(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    if (out / CACHE_DIR).is_dir():
-        shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR)
-    try:
+    with staging_folder(out) as staging:
+        check_output_dir(out, overwrite)
+        if (out / CACHE_DIR).is_dir():
+            shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR)
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, trash)
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, trash)
+            os.replace(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
 
 
 def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:

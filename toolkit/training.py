@@ -177,7 +177,7 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
     backbone = load_backbone(config.backbone, config.pretrained, device=device)
     timings["load"] = time.perf_counter() - started
 
-    with staged_run_dir(config.out) as staging:
+    with staged_run_dir(config.out, config.overwrite) as staging:
         cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
         mark = time.perf_counter()
         features = _Features(
