@@ -36,7 +36,6 @@ from typing import Any
 import ftfy
 import numpy as np
 import regex
-
 from clipedge.errors import ClipedgeError
 
 #: ``kind`` of :meth:`ClipTokenizer.spec`: the only tokenizer family the torch-free runtime has

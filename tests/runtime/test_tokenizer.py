@@ -17,11 +17,10 @@ import textwrap
 import numpy as np
 import open_clip
 import pytest
-from open_clip.tokenizer import SimpleTokenizer, default_bpe
-
 from clipedge.errors import ClipedgeError
 from clipedge.runtime.text import DEFAULT_VOCAB_PATH, ClipTokenizer, tokenizer_from_spec, vocab_sha256
 from clipedge.runtime.text.tokenizer import WORD_CACHE_SIZE
+from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
 WORDS = ("a photo of the dog cat golden retriever tabby tiger shark goldfish great white hammerhead ray cock hen "
          "ostrich brambling junco indigo bunting robin bulbul jay magpie chickadee water ouzel kite bald eagle vulture "
