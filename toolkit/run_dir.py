@@ -25,6 +25,7 @@ from clipedge.core.lock import check_unlocked
 
 from .backbone import BackboneSpec
 from .heads import Head, head_class
+from .run_integrity import check_against_schema, check_head_fits, check_recorded_shapes, tensor_shapes
 
 FORMAT_VERSION = 1
 MANIFEST = "clipedge.json"
@@ -73,14 +74,12 @@ def read_manifest(run_path: Path) -> dict[str, Any]:
             f"RUN {path}: manifest format version {version} is newer than this clipedge supports "
             f"(version {FORMAT_VERSION}); upgrade clipedge"
         )
-    for key in ("backbone", "class_names", "head"):
-        if key not in manifest:
-            raise ClipedgeError(f"RUN {path}: manifest lacks {key!r}")
+    check_against_schema(path, manifest)
     return manifest
 
 
 def load_run(run_path: str | Path) -> Run:
-    """Load a run directory written by ``clipedge train``."""
+    """Load a run directory written by ``clipedge train``; its head is checked against its manifest."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
     head_path = run_path / HEAD_FILE
@@ -90,11 +89,13 @@ def load_run(run_path: str | Path) -> Run:
         raise ClipedgeError(f"RUN {run_path}: missing {HEAD_FILE}") from None
     except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ClipedgeError(f"RUN {head_path}: corrupt head weights ({type(error).__name__})") from None
+    check_recorded_shapes(head_path, tensors, manifest["head"].get("tensors"))
     spec = manifest["head"]
     try:
         head = head_class(spec["kind"]).restore(tensors, spec.get("hparams", {}))
-    except (RuntimeError, TypeError, KeyError) as error:
+    except (RuntimeError, TypeError, KeyError, ValueError) as error:
         raise ClipedgeError(f"RUN {head_path}: head weights do not match the manifest ({str(error).splitlines()[0]})") from None
+    check_head_fits(head_path, head, manifest)
     return Run(run_path, manifest, head)
 
 
@@ -102,6 +103,7 @@ def write_run_files(folder: Path, manifest: dict[str, Any], head: Head) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, str(folder / HEAD_FILE))
+    manifest = {**manifest, "head": {**manifest["head"], "tensors": tensor_shapes(head)}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

@@ -59,10 +59,10 @@ def is_disk_full(error: BaseException) -> bool:
     return any(f"(os error {code})" in str(error) for code in DISK_FULL)
 
 
-def raise_if_disk_full(error: BaseException, destination: Path) -> None:
-    """Turn a full disk met while writing for ``destination`` into its one line; anything else is left alone."""
+def raise_if_disk_full(error: BaseException, destination: Path, culprit: str = "--out") -> None:
+    """Turn a full disk met while writing ``destination`` into its one line; anything else is left alone."""
     if is_disk_full(error):
-        raise ClipedgeError(f"--out {destination}: no space left on the device (or over quota) while writing; "
+        raise ClipedgeError(f"{culprit} {destination}: no space left on the device (or over quota) while writing; "
                             "nothing was written and what was there is untouched; free some space and run again") from None
 
 
