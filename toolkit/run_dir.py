@@ -127,14 +127,15 @@ def staged_run_dir(out: Path, overwrite: bool) -> Iterator[Path]:
 
     The destination's lock is held throughout (clipedge.core.atomic.staging_folder), and ``out`` is checked
     again under it: a run that another ``train`` published while this one was starting is not replaced without
-    ``--overwrite``. An existing run's feature cache is copied into the staging folder first, so ``--overwrite``
-    re-runs still reuse features.
+    ``--overwrite``. An existing run's feature cache is linked into the staging folder first, so ``--overwrite``
+    re-runs still reuse features without a second copy on the disk (cache files are replaced, never rewritten
+    in place, so a link cannot change under the old run).
     """
     out = Path(out)
     with staging_folder(out) as staging:
         check_output_dir(out, overwrite)
         if (out / CACHE_DIR).is_dir():
-            shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR)
+            shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR, copy_function=_link_or_copy)
         yield staging
         if out.exists():
             trash = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -143,6 +144,13 @@ def staged_run_dir(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, out)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(source, target)
 
 
 def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:

@@ -206,3 +206,17 @@ def test_full_disk_during_export_is_one_line_and_keeps_the_model(run, monkeypatc
     assert line.startswith(f"Error: --out {model}: no space left on the device"), line
     assert model.read_bytes() == b"the good model"
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError(errno.EDQUOT, "Disk quota exceeded"),
+    shutil.Error([("a", "b", "[Errno 28] No space left on device: 'a' -> 'b'")]),  # what copytree raises
+    Exception("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+])
+def test_every_form_of_a_full_disk_is_recognised(error):
+    from clipedge.core.atomic import DiskFull, raise_if_disk_full
+
+    with pytest.raises(DiskFull, match="no space left on the device"):
+        raise_if_disk_full(error, Path("run"))
+    raise_if_disk_full(OSError(errno.EACCES, "Permission denied"), Path("run"))  # not a full disk: left alone

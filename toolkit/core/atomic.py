@@ -53,16 +53,23 @@ def check_destination(out: Path) -> None:
     check_unlocked(out)
 
 
+class DiskFull(ClipedgeError):
+    """No space left (or over quota) while writing; a staging step reports it for its own destination."""
+
+
 def is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError):
+    """An OSError's errno, else the text: safetensors says "(os error 28)", shutil.copytree lists "[Errno 28]"."""
+    if isinstance(error, OSError) and error.errno is not None:
         return error.errno in DISK_FULL
-    return any(f"(os error {code})" in str(error) for code in DISK_FULL)
+    text = str(error)
+    return any(f"(os error {code})" in text or f"[Errno {code}]" in text for code in DISK_FULL)
 
 
 def raise_if_disk_full(error: BaseException, destination: Path, culprit: str = "--out") -> None:
-    """Turn a full disk met while writing ``destination`` into its one line; anything else is left alone."""
-    if is_disk_full(error):
-        raise ClipedgeError(f"{culprit} {destination}: no space left on the device (or over quota) while writing; "
+    """Turn a full disk met while writing ``destination`` into its one line (also when a step inside, such as
+    the feature cache, already reported it for its own file); anything else is left alone."""
+    if isinstance(error, DiskFull) or is_disk_full(error):
+        raise DiskFull(f"{culprit} {destination}: no space left on the device (or over quota) while writing; "
                             "nothing was written and what was there is untouched; free some space and run again") from None
 
 
