@@ -121,3 +121,12 @@ def test_staging_refuses_a_destination_another_process_holds(tmp_path):
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     finally:
         holder.release()
+
+
+def test_a_nested_staging_step_leaves_the_outer_one_alone(tmp_path):
+    """Only the process step that took the lock clears staging folders beside it: a nested one (same process)
+    must not take the outer step's live folder for a dead writer's."""
+    destination = tmp_path / "model.onnx"
+    with staging_folder(destination) as outer, staging_folder(destination) as inner:
+        assert outer.is_dir() and inner.is_dir() and outer != inner
+    assert not list(tmp_path.iterdir())

@@ -89,8 +89,8 @@ def staging_folder(destination: Path) -> Iterator[Path]:
 
     Staging folders that killed writers left beside ``destination`` are removed first (they held the disk)."""
     destination = Path(destination)
-    with destination_lock(destination):
-        for stale in stale_staging_folders(destination):
+    with destination_lock(destination) as taken:
+        for stale in stale_staging_folders(destination) if taken else []:
             shutil.rmtree(stale, ignore_errors=True)
         try:
             folder = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent))

@@ -31,24 +31,25 @@ def lock_file(destination: Path) -> Path:
 
 
 @contextmanager
-def destination_lock(destination: str | Path, option: str = "--out") -> Iterator[None]:
+def destination_lock(destination: str | Path, option: str = "--out") -> Iterator[bool]:
     """Hold the lock of ``destination`` for the block, or raise :class:`ClipedgeError` if another process holds it.
 
     Re-entrant within a process (the probe in a destination check and the staging step that follows may both
-    ask), so a nested block costs nothing and the outermost one releases.
+    ask), so a nested block costs nothing and the outermost one releases. Yields whether this block took the
+    lock (False when nested): only the taker may treat what it finds beside the destination as left by the dead.
     """
     path = lock_file(Path(destination))
     if path in _held:
         _held[path] += 1
         try:
-            yield
+            yield False
         finally:
             _held[path] -= 1
         return
     descriptor = _acquire(path, f"{option} {destination}")
     _held[path] = 1
     try:
-        yield
+        yield True
     finally:
         del _held[path]
         try:
