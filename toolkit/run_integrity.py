@@ -23,8 +23,12 @@ from .heads import Head
 
 @cache
 def _manifest_validator() -> Any:
+    """Draft 2020-12, except that "integer" means what clipedge writes (``2``): JSON Schema also counts ``2.0``,
+    which Python then refuses as a count (``range(2.0)``) deep inside eval."""
     schema = load_schema("manifest")
-    return jsonschema.validators.validator_for(schema)(schema)
+    base = jsonschema.validators.validator_for(schema)
+    exact = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=exact)(schema)
 
 
 def check_against_schema(path: Path, manifest: dict[str, Any]) -> None:

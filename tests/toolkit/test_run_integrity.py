@@ -111,7 +111,7 @@ def test_cache_file_without_checksum_is_recomputed(run):
 @pytest.mark.parametrize("entry, value, expected", [
     (("backbone", "image_size"), "64", "manifest entry backbone.image_size does not match the manifest schema: '64' is not of type 'integer'"),
     (("class_names",), "red green blue", "manifest entry class_names does not match the manifest schema"),
-    (("training", "views"), 1.5, "manifest entry training.views does not match the manifest schema"),
+    (("training", "views"), 1.0, "manifest entry training.views does not match the manifest schema: 1.0 is not of type"),
     (("head", "hparams", "alpha"), "high", "manifest entry head.hparams.alpha does not match the manifest schema"),
     (("seed",), None, "manifest entry seed does not match the manifest schema: None is not of type 'integer'"),
 ])
