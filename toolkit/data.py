@@ -127,14 +127,22 @@ def scan_image_folder(root: Path, split_seed: int = 0, decoding: DecodeOptions =
 def class_folders(root: Path) -> list[Path]:
     """The subfolders of ``root``, less hidden ones and symlinks that loop back to ``root`` or above it
     (``DATA/self -> .`` would make a class of every image), which are skipped with a warning."""
-    folders, top = [], root.resolve()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.is_symlink() and top.is_relative_to(folder.resolve()):
+    folders = []
+    for folder in _subfolders(root):
+        if _loops(root, folder):
             log.warning("skipped %s: a symlink to %s, which contains DATA itself (a loop, not a class)",
                         folder, folder.resolve())
         else:
             folders.append(folder)
     return folders
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _loops(root: Path, folder: Path) -> bool:
+    return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
 
 
 def _report_skipped(root: Path, skipped: list[SkippedFile]) -> None:
@@ -202,7 +210,8 @@ def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = Deco
 def data_roots(root: Path) -> list[Path]:
     """Where a split file's entries may point, symlinks resolved: DATA, and the folders its class-folder symlinks
     point to (an image folder's classes may be symlinks, and a run's split.json lists their files)."""
-    return [root.resolve(), *(folder.resolve() for folder in class_folders(root) if folder.is_symlink())]
+    return [root.resolve(), *(folder.resolve() for folder in _subfolders(root)
+                              if folder.is_symlink() and not _loops(root, folder))]
 
 
 def _inside(roots: list[Path], relpath: str, split_file: Path, split: str) -> Path:

@@ -5,9 +5,10 @@ cached features in seconds. The key covers everything that changes a feature
 (architecture, weights, preprocessing, how files are decoded, each file's path,
 size and mtime, the augmentation and its seed), so a hit is safe to reuse once
 it verifies: each file carries a checksum of its contents and is checked against
-the images it is for, and one that fails either check is recomputed. Files that failed to decode are stored with the entry, and an entry with
-failures is also stored under the key of the files that did decode: the list
-later steps read from the run's split.json.
+the images it is for, and one that fails either check is recomputed. Files that
+failed to decode are stored with the entry, and an entry with failures is also
+stored under the key of the files that did decode: the list later steps read
+from the run's split.json.
 """
 
 from __future__ import annotations
@@ -71,16 +72,16 @@ class FeatureCache:
             tensors = load_file(str(path))
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-            features, labels = tensors["features"], tensors["labels"]
-            verified = metadata.get(CHECKSUM_KEY) == checksum(features, labels, metadata["relpaths"], metadata["skipped"])
-            found = FeatureSet(features.float(), labels, json.loads(metadata["relpaths"]),
-                               [SkippedFile.from_dict(entry) for entry in json.loads(metadata["skipped"])])
+            if CHECKSUM_KEY not in metadata:
+                return _recompute(path, "it carries no checksum")
+            features, labels, relpaths, skipped = (tensors["features"], tensors["labels"], metadata["relpaths"],
+                                                   metadata["skipped"])
+            if metadata[CHECKSUM_KEY] != checksum(features, labels, relpaths, skipped):
+                return _recompute(path, "its checksum does not match its contents")
+            return FeatureSet(features.float(), labels, json.loads(relpaths),
+                              [SkippedFile.from_dict(entry) for entry in json.loads(skipped)])
         except Exception as error:  # noqa: BLE001 - a damaged cache entry is simply recomputed
             return _recompute(path, f"unreadable: {type(error).__name__}")
-        if not verified:
-            return _recompute(path, "its checksum does not match its contents" if CHECKSUM_KEY in metadata
-                              else "it carries no checksum")
-        return found
 
     def save(self, split: str, key: str, features: FeatureSet) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
