@@ -59,6 +59,7 @@ setup(
         "onnxscript",  # torch.onnx.export(dynamo=True) needs it; torch does not declare it
         "safetensors",
         "matplotlib",
+        "jsonschema",  # a run's manifest is validated against its shipped schema on every load (clipedge.run_integrity)
         *RUNTIME_REQUIRES,
     ],
     extras_require={

@@ -121,7 +121,7 @@ def export_deepstream(run_dir: str | Path, options: ExportOptions) -> ExportResu
                   "range": [0, 255], "shape": ["N", 3, spec.image_size, spec.image_size]},
         "outputs": list(NVINFER_OUTPUT_NAMES),
     }
-    with staged_run_dir(folder) as staging:
+    with staged_run_dir(folder, overwrite) as staging:
         staging.chmod(0o755)  # a temporary folder is private; DeepStream often runs as another user (a container)
         model_path = staging / MODEL_FILE
         set_onnx_metadata(graph.model, metadata)

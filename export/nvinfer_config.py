@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipedge.core.errors import ClipedgeError
+from clipedge.core.labels import label_problem
 
 PROPERTY = "property"
 #: the maximum batch size nvinfer accepts (nvdsinfer_context.h: NVDSINFER_MAX_BATCH_SIZE)
@@ -196,9 +197,8 @@ def classifier_labels(class_names: Sequence[str], source: str) -> str:
     break, which would start another output's labels) would shift every label after it: refused, naming it.
     """
     for name in class_names:
-        bad = next((c for c in (";", "\n", "\r", "\0") if c in name), None)
-        if bad is not None or not name.strip():
-            what = "is empty" if bad is None else f"contains {bad!r}"
+        what = "contains ';'" if ";" in name else label_problem(name)
+        if what is not None:
             raise ClipedgeError(
                 f"{source}: class name {name!r} {what}, which nvinfer's classifier label file (one line of "
                 "';'-separated labels, no escapes) cannot hold; rename that class and re-train")

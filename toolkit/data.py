@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import DecodeOptions, SkippedFile, check_image
+from clipedge.core.labels import check_class_names
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,13 @@ def scan_image_folder(root: Path, split_seed: int = 0, decoding: DecodeOptions =
     root = Path(root)
     if not root.is_dir():
         raise ClipedgeError(f"DATA {root}: no such folder (expected one subfolder of images per class)")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = class_folders(root)
     if len(folders) < 2:
         raise ClipedgeError(
             f"DATA {root}: found {len(folders)} class folder(s); a classifier needs at least 2 (one subfolder per class)"
         )
     class_names = [class_name_from_folder(f.name) for f in folders]
+    check_class_names(class_names, f"DATA {root}")
     duplicates = [name for name, count in Counter(class_names).items() if count > 1]
     if duplicates:
         raise ClipedgeError(f"DATA {root}: folders map to the same class name {duplicates[0]!r}")
@@ -120,6 +122,27 @@ def scan_image_folder(root: Path, split_seed: int = 0, decoding: DecodeOptions =
         samples += [Sample(p.resolve(), p.relative_to(root).as_posix(), label) for p in good]
     _report_skipped(root, skipped)
     return LabelledImages(root.resolve(), class_names, _holdout(samples, split_seed), skipped)
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The subfolders of ``root``, less hidden ones and symlinks that loop back to ``root`` or above it
+    (``DATA/self -> .`` would make a class of every image), which are skipped with a warning."""
+    folders = []
+    for folder in _subfolders(root):
+        if _loops(root, folder):
+            log.warning("skipped %s: a symlink to %s, which contains DATA itself (a loop, not a class)",
+                        folder, folder.resolve())
+        else:
+            folders.append(folder)
+    return folders
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _loops(root: Path, folder: Path) -> bool:
+    return folder.is_symlink() and root.resolve().is_relative_to(folder.resolve())
 
 
 def _report_skipped(root: Path, skipped: list[SkippedFile]) -> None:
@@ -148,16 +171,18 @@ def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = Deco
     if not isinstance(content, dict) or not all(isinstance(content.get(s), list) for s in SPLITS):
         raise ClipedgeError(f"--split {split_file}: expected an object with 'train', 'val' and 'test' lists")
     names: dict[int, str] = {}
+    roots = data_roots(root)
     listed_in: dict[Path, str] = {}
     splits: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     skipped: list[SkippedFile] = []
     for split in SPLITS:
         for entry in content[split]:
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int)):
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                    and isinstance(entry[1], int)):
                 raise ClipedgeError(f"--split {split_file}: {split} entry {entry!r} is not [path, label, class name]")
             relpath, label, name = entry
             _check_label_name(split_file, names, label, str(name), split)
-            path = (root / relpath).resolve()
+            path = _inside(roots, relpath, split_file, split)
             _check_disjoint(split_file, listed_in, path, relpath, split)
             if path in known_unreadable:
                 continue
@@ -169,6 +194,7 @@ def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = Deco
     if sorted(names) != list(range(len(names))) or len(names) < 2:
         raise ClipedgeError(f"--split {split_file}: labels must be 0..C-1 with C >= 2, got {sorted(names)[:10]}")
     class_names = [prompt_ready_name(names[i]) for i in range(len(names))]
+    check_class_names(class_names, f"--split {split_file}")
     shared = [name for name, count in Counter(class_names).items() if count > 1]
     if shared:
         labels = [i for i, name in enumerate(class_names) if name == shared[0]]
@@ -179,6 +205,35 @@ def read_split_file(root: Path, split_file: Path, decoding: DecodeOptions = Deco
         raise ClipedgeError(f"--split {split_file}: class {empty[0]!r} has no readable training image")
     _report_skipped(root, skipped)
     return LabelledImages(root.resolve(), class_names, splits, skipped)
+
+
+def data_roots(root: Path) -> list[Path]:
+    """Where a split file's entries may point, symlinks resolved: DATA, and the folders its class-folder symlinks
+    point to (an image folder's classes may be symlinks, and a run's split.json lists their files)."""
+    return [root.resolve(), *(folder.resolve() for folder in _subfolders(root)
+                              if folder.is_symlink() and not _loops(root, folder))]
+
+
+def _inside(roots: list[Path], relpath: str, split_file: Path, split: str) -> Path:
+    """The entry's file, symlinks resolved, refused unless it lies inside DATA: a split file is data, and data
+    must not make clipedge read (and train on, and cache features of) ``../../etc/shadow``."""
+    path = (roots[0] / relpath).resolve()
+    if not any(path.is_relative_to(allowed) for allowed in roots):
+        raise ClipedgeError(f"--split {split_file}: {split} entry {relpath!r} resolves to {path}, outside the data "
+                            f"root {roots[0]}; expected paths inside DATA")
+    return path
+
+
+def missing_splits(data: LabelledImages) -> list[str]:
+    """What a run on ``data`` cannot measure: one sentence per empty val or test split (train's warning and the
+    manifest's ``data.notes``), so empty metrics are explained rather than silent."""
+    notes = []
+    for split, consequence in (("val", "val top-1 is not measured and the method keeps its defaults"),
+                               ("test", "test top-1 is not measured")):
+        if not data.splits[split]:
+            notes.append(f"no {split} images (an image folder holds out val and test only from classes with at "
+                         f"least 3 images; a --split file lists them): {consequence}")
+    return notes
 
 
 def _check_label_name(split_file: Path, names: dict[int, str], label: int, name: str, split: str) -> None:

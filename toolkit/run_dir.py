@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,12 +18,14 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from clipedge.core.atomic import write_atomically
+from clipedge.core.atomic import staging_folder, write_atomically
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import SkippedFile
+from clipedge.core.lock import check_unlocked
 
 from .backbone import BackboneSpec
 from .heads import Head, head_class
+from .run_integrity import check_against_schema, check_head_fits, check_recorded_shapes, tensor_shapes
 
 FORMAT_VERSION = 1
 MANIFEST = "clipedge.json"
@@ -73,14 +74,12 @@ def read_manifest(run_path: Path) -> dict[str, Any]:
             f"RUN {path}: manifest format version {version} is newer than this clipedge supports "
             f"(version {FORMAT_VERSION}); upgrade clipedge"
         )
-    for key in ("backbone", "class_names", "head"):
-        if key not in manifest:
-            raise ClipedgeError(f"RUN {path}: manifest lacks {key!r}")
+    check_against_schema(path, manifest)
     return manifest
 
 
 def load_run(run_path: str | Path) -> Run:
-    """Load a run directory written by ``clipedge train``."""
+    """Load a run directory written by ``clipedge train``; its head is checked against its manifest."""
     run_path = Path(run_path)
     manifest = read_manifest(run_path)
     head_path = run_path / HEAD_FILE
@@ -90,11 +89,13 @@ def load_run(run_path: str | Path) -> Run:
         raise ClipedgeError(f"RUN {run_path}: missing {HEAD_FILE}") from None
     except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise ClipedgeError(f"RUN {head_path}: corrupt head weights ({type(error).__name__})") from None
+    check_recorded_shapes(head_path, tensors, manifest["head"].get("tensors"))
     spec = manifest["head"]
     try:
         head = head_class(spec["kind"]).restore(tensors, spec.get("hparams", {}))
-    except (RuntimeError, TypeError, KeyError) as error:
+    except (RuntimeError, TypeError, KeyError, ValueError) as error:
         raise ClipedgeError(f"RUN {head_path}: head weights do not match the manifest ({str(error).splitlines()[0]})") from None
+    check_head_fits(head_path, head, manifest)
     return Run(run_path, manifest, head)
 
 
@@ -102,6 +103,7 @@ def write_run_files(folder: Path, manifest: dict[str, Any], head: Head) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, str(folder / HEAD_FILE))
+    manifest = {**manifest, "head": {**manifest["head"], "tensors": tensor_shapes(head)}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -116,31 +118,39 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise ClipedgeError(f"--out {out}: parent folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise ClipedgeError(f"--out {out}: parent folder {out.parent} is not writable")
+    check_unlocked(out)
 
 
 @contextmanager
-def staged_run_dir(out: Path) -> Iterator[Path]:
+def staged_run_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling of ``out``; on success it replaces ``out`` atomically.
 
-    An existing run's feature cache is moved into the staging folder first, so
-    ``--overwrite`` re-runs still reuse features.
+    The destination's lock is held throughout (clipedge.core.atomic.staging_folder), and ``out`` is checked
+    again under it: a run that another ``train`` published while this one was starting is not replaced without
+    ``--overwrite``. An existing run's feature cache is linked into the staging folder first, so ``--overwrite``
+    re-runs still reuse features without a second copy on the disk (cache files are replaced, never rewritten
+    in place, so a link cannot change under the old run).
     """
     out = Path(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    if (out / CACHE_DIR).is_dir():
-        shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR)
-    try:
+    with staging_folder(out) as staging:
+        check_output_dir(out, overwrite)
+        if (out / CACHE_DIR).is_dir():
+            shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR, copy_function=_link_or_copy)
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, trash)
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, trash)
+            os.replace(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(source, target)
 
 
 def update_manifest(run_path: Path, key: str, value: Any) -> dict[str, Any]:

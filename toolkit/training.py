@@ -23,7 +23,7 @@ from clipedge.core.images import MANIFEST_KEY as DECODING_KEY
 from clipedge.core.images import DecodeOptions
 
 from .backbone import Backbone, load_backbone
-from .data import LabelledImages, Sample, load_labelled_images, sample_few_shot
+from .data import LabelledImages, Sample, load_labelled_images, missing_splits, sample_few_shot
 from .devices import resolve_device
 from .feature_cache import FeatureCache, cached_features
 from .features import FeatureSet, as_views
@@ -158,6 +158,7 @@ def _manifest(config: TrainConfig, backbone: Backbone, data: LabelledImages, hea
             "counts": {"train": len(features.train.relpaths), "val": len(features.val.relpaths), "test": len(features.test.relpaths)},
             "skipped_files": len(_skipped(data, features)),
             "skipped_list": SKIPPED_FILE,
+            "notes": missing_splits(data),
         },
         DECODING_KEY: config.decoding.to_manifest(),
         "seed": config.seed,
@@ -184,11 +185,13 @@ def train(data: str | Path, out: str | Path, **options: Any) -> TrainResult:
     started = time.perf_counter()
 
     dataset = load_labelled_images(config.data, config.split, config.split_seed, config.decoding)
+    for note in missing_splits(dataset):
+        log.warning("DATA %s: %s", config.data, note)
     few_shot = sample_few_shot(dataset.splits["train"], config.shots, config.seed, dataset.class_names)
     backbone = load_backbone(config.backbone, config.pretrained, device=device)
     timings["load"] = time.perf_counter() - started
 
-    with staged_run_dir(config.out) as staging:
+    with staged_run_dir(config.out, config.overwrite) as staging:
         cache = FeatureCache(config.cache_dir or staging / CACHE_DIR)
         mark = time.perf_counter()
         features = _Features(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipedge.core.errors import ClipedgeError
+from clipedge.core.labels import check_class_names
 from clipedge.runtime.backends.onnxruntime_options import tensorrt_provider_options
 
 from ..contract import (
@@ -267,6 +268,7 @@ def write_model_folder(signature: ModelSignature, repo: Path, config, files: dic
     text) staged under a hidden name, then renamed into place; the old folder is replaced only once the new
     one is complete. ``link`` symlinks source files instead of copying them (``clipedge serve``'s scratch repository)."""
     folder = check_repository_destination(repo, config.name, overwrite)
+    check_class_names(signature.contract.class_names, f"model {signature.source}", "Triton's labels.txt (one class per line)")
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{config.name}.", suffix=".partial", dir=repo))
     try:
