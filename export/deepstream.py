@@ -122,7 +122,6 @@ def export_deepstream(run_dir: str | Path, options: ExportOptions) -> ExportResu
         "outputs": list(NVINFER_OUTPUT_NAMES),
     }
     with staged_run_dir(folder, overwrite) as staging:
-        staging.chmod(0o755)  # a temporary folder is private; DeepStream often runs as another user (a container)
         model_path = staging / MODEL_FILE
         set_onnx_metadata(graph.model, metadata)
         onnx.save(graph.model, str(model_path))

@@ -18,7 +18,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from clipedge.core.atomic import staging_folder, write_atomically
+from clipedge.core.atomic import as_if_made_by_mkdir, staging_folder, write_atomically
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import SkippedFile
 from clipedge.core.lock import check_unlocked
@@ -133,6 +133,7 @@ def staged_run_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     """
     out = Path(out)
     with staging_folder(out) as staging:
+        as_if_made_by_mkdir(staging)
         check_output_dir(out, overwrite)
         if (out / CACHE_DIR).is_dir():
             shutil.copytree(out / CACHE_DIR, staging / CACHE_DIR, copy_function=_link_or_copy)

@@ -130,3 +130,16 @@ def test_a_nested_staging_step_leaves_the_outer_one_alone(tmp_path):
     with staging_folder(destination) as outer, staging_folder(destination) as inner:
         assert outer.is_dir() and inner.is_dir() and outer != inner
     assert not list(tmp_path.iterdir())
+
+
+def test_a_published_run_directory_has_mkdirs_permissions(tmp_path):
+    """Staging folders are private (mkdtemp); a run directory published from one must not stay 0700."""
+    from clipedge.run_dir import staged_run_dir
+
+    umask = os.umask(0o022)
+    try:
+        with staged_run_dir(tmp_path / "run", overwrite=False) as staging:
+            (staging / "clipedge.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755

@@ -106,6 +106,14 @@ def staging_folder(destination: Path) -> Iterator[Path]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def as_if_made_by_mkdir(folder: Path) -> None:
+    """Give a staging folder that is published whole (a run directory, a DeepStream folder) the permissions
+    ``mkdir`` would have: mkdtemp makes it private (0700), and other users (a container's) must read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
 def publish(staged: Path, destination: Path) -> None:
     """Move a finished file from the staging folder to its final name in one atomic step."""
     os.replace(staged, destination)
