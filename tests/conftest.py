@@ -78,3 +78,27 @@ def write_image_folder(root: Path, per_class: int = 12, seed: int = 0, classes=C
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "data")
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    """A small ONNX model honouring the export contract (tests/onnx_models.py): red, green, blue by mean colour."""
+    from onnx_models import clipedge_metadata, contract_onnx
+
+    return contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
+
+
+@pytest.fixture
+def frames_folder(tmp_path) -> Path:
+    """Frames of each contract colour in a folder, with a nested image, a text file and a broken PNG."""
+    from onnx_models import COLOURS, solid
+
+    folder = tmp_path / "frames"
+    (folder / "nested").mkdir(parents=True)
+    for i, colour in enumerate(COLOURS):
+        Image.fromarray(solid(colour, 30, 40)).save(folder / f"{i}_{colour}.png")
+    Image.fromarray(solid("green", 24, 24)).save(folder / "nested" / "g.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    return folder
+

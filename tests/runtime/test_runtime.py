@@ -19,26 +19,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto
 from onnx.external_data_helper import set_external_data
 from onnx_models import BLOCK_TORCH, COLOURS, SIZE, clipedge_metadata, contract_onnx, plain_classifier_onnx, solid
 from PIL import Image
 
-from clipedge.cli import main
 from clipedge.core.errors import ClipedgeError
 from clipedge.runtime import Classifier, Prediction
-from clipedge.runtime.backends.tensorrt_backend import check_compatible
-from clipedge.runtime.bench.local import measure, measure_alternating, parse_batches
-from clipedge.runtime.contract import engine_fingerprint, read_sidecar, sidecar_path
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
 from clipedge.runtime.preprocessing.transform import prepare_batch, prepare_frame
-
-
-@pytest.fixture
-def model(tmp_path) -> Path:
-    return contract_onnx(tmp_path / "model.onnx", clipedge_metadata())
-
 
 # --- preprocessing --------------------------------------------------------------------------------------------------
 
@@ -250,125 +239,6 @@ def test_wrong_frames_to_infer_name_what_was_expected(model):
                        (np.zeros((SIZE, SIZE, 3), np.uint8), "uint8 [16, 16, 3]")):
         with pytest.raises(ClipedgeError, match=rf"expected uint8 \[N, 16, 16, 3\], got {re.escape(got)}"):
             classifier.infer(batch)
-
-
-# --- TensorRT engines (the logic that needs no GPU) -----------------------------------------------------------------
-
-
-def test_engine_for_another_gpu_or_tensorrt_is_refused(caplog):
-    sidecar = {"gpu_name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7", "tensorrt_version": "10.3.0"}
-    check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson AGX Orin", "8.7", "10.3.0")
-    with pytest.raises(ClipedgeError) as error:
-        check_compatible(Path("m.engine"), sidecar, "NVIDIA H100 80GB HBM3", "9.0", "10.3.0")
-    assert ("built for NVIDIA Jetson AGX Orin (compute 8.7) but this GPU is NVIDIA H100 80GB HBM3 (compute 9.0)"
-            in str(error.value)) and "\n" not in str(error.value)
-    with pytest.raises(ClipedgeError, match="built with TensorRT 10.3.0 but TensorRT 10.8.0 is installed"):
-        check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson AGX Orin", "8.7", "10.8.0")
-    check_compatible(Path("m.engine"), sidecar, "NVIDIA Jetson Orin NX", "8.7", "10.3.0")  # same architecture: a warning
-    assert "built on NVIDIA Jetson AGX Orin, running on NVIDIA Jetson Orin NX" in caplog.text
-    portable = {**sidecar, "build_flags": {"hardware_compatible": True, "version_compatible": True}}
-    check_compatible(Path("m.engine"), portable, "NVIDIA H100 80GB HBM3", "9.0", "10.8.0")  # TensorRT decides
-
-
-def test_engine_sidecar_problems(tmp_path):
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(b"engine bytes")
-    with pytest.raises(ClipedgeError, match="missing model.engine.json"):
-        read_sidecar(engine)
-    (tmp_path / "model.engine.json").write_text("{broken")
-    with pytest.raises(ClipedgeError, match="not a valid JSON sidecar"):
-        read_sidecar(engine)
-    (tmp_path / "model.engine.json").write_text(json.dumps({"gpu_name": "x", "class_names": COLOURS}))
-    assert read_sidecar(engine)["class_names"] == COLOURS
-
-
-def test_engine_without_tensorrt_says_what_to_install(tmp_path):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        engine = tmp_path / "model.engine"
-        engine.write_bytes(b"engine bytes")
-        sidecar_path(engine).write_text(json.dumps({"class_names": COLOURS, **engine_fingerprint(engine)}))
-        with pytest.raises(ClipedgeError, match=r"TensorRT is not installed; pip install 'clipedge\[tensorrt\]'"):
-            Classifier(engine)
-    else:
-        pytest.skip("tensorrt is installed here: the engine path is covered by tests/test_engine_build.py")
-
-
-# --- commands ------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def frames_folder(tmp_path) -> Path:
-    folder = tmp_path / "frames"
-    (folder / "nested").mkdir(parents=True)
-    for i, colour in enumerate(COLOURS):
-        Image.fromarray(solid(colour, 30, 40)).save(folder / f"{i}_{colour}.png")
-    Image.fromarray(solid("green", 24, 24)).save(folder / "nested" / "g.jpg")
-    (folder / "notes.txt").write_text("not an image")
-    (folder / "broken.png").write_bytes(b"\x89PNG broken")
-    return folder
-
-
-def test_predict_command(model, frames_folder, tmp_path):
-    runner = CliRunner()
-    table = runner.invoke(main, ["predict", str(model), str(frames_folder), "--batch-size", "2"])
-    assert table.exit_code == 0, table.output
-    lines = table.stdout.splitlines()
-    assert lines[0].split() == ["image", "label", "score"] and len(lines) == 2 + 4
-    assert "skipped 2 file(s) that are not readable images: " in table.stderr
-    assert "notes.txt" in table.stderr and "broken.png" in table.stderr
-
-    as_json = json.loads(runner.invoke(main, ["predict", str(model), str(frames_folder), "--json", "--top-k", "2"]).stdout)
-    labels = {Path(p["path"]).name: p["label"] for p in as_json["predictions"]}
-    assert labels == {"0_red.png": "red", "1_green.png": "green", "2_blue.png": "blue", "g.jpg": "green"}
-    assert as_json["skipped"] == 2 and len(as_json["predictions"][0]["labels"]) == 2
-    assert as_json["backend"] == "onnxruntime:CPUExecutionProvider"
-
-    as_csv = runner.invoke(main, ["predict", str(model), str(frames_folder / "0_red.png"), "--csv", "--top-k", "2"]).stdout
-    header, row = as_csv.splitlines()
-    assert header == "path,label,score,label_2,score_2" and row.split(",")[1] == "red"
-
-
-def test_predict_command_errors(model, frames_folder, tmp_path):
-    runner = CliRunner()
-    for args, message in (
-        ([str(tmp_path / "none.onnx"), str(frames_folder)], "no such file"),
-        ([str(model), str(tmp_path / "nowhere")], "IMAGES"),
-        ([str(model), str(frames_folder / "notes.txt")], "no readable images"),
-        ([str(model), str(frames_folder), "--json", "--csv"], "choose one output format"),
-    ):
-        result = runner.invoke(main, ["predict", *args])
-        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
-        assert "Traceback" not in result.output
-
-
-def test_bench_command_json(model):
-    result = CliRunner().invoke(main, ["bench", str(model), "--batch", "1,4", "--iters", "5", "--warmup", "1",
-                                       "--threads", "1", "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert [entry["batch"] for entry in report["results"]] == [1, 4] and report["threads"] == 1
-    for entry in report["results"]:
-        assert {"p50_ms", "p99_ms", "images_per_s"} <= set(entry["runtime"]) and "torch" not in entry
-        assert entry["runtime"]["p50_ms"] <= entry["runtime"]["p99_ms"]
-    table = CliRunner().invoke(main, ["bench", str(model), "--batch", "2", "--iters", "3", "--warmup", "0"])
-    assert table.exit_code == 0 and "images/s" in table.stdout
-    bad = CliRunner().invoke(main, ["bench", str(model), "--batch", "x"])
-    assert bad.exit_code == 2 and "--batch x: expected comma-separated whole numbers" in bad.stderr
-
-
-def test_measure_and_batches():
-    frames = np.zeros((4, 2, 2, 3), np.uint8)
-    m = measure(lambda f: f.sum(), frames, iterations=7, warmup=2)
-    assert m.batch == 4 and m.iterations == 7 and 0 < m.p50_ms <= m.p90_ms <= m.p99_ms and m.images_per_s > 0
-    both = measure_alternating({"fast": lambda f: None, "slow": lambda f: sum(range(20000))}, frames, 7, 1, rounds=3)
-    assert [m.iterations for m in both.values()] == [7, 7] and both["fast"].p50_ms < both["slow"].p50_ms
-    assert parse_batches("1, 8,32") == [1, 8, 32]
-    with pytest.raises(ClipedgeError, match="at least 1"):
-        parse_batches("0,2")
-
-
 
 
 def test_the_runtime_runs_without_torch(model, frames_folder):
