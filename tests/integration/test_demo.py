@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import open_clip
@@ -61,11 +62,15 @@ def test_adapters_beat_zero_shot_on_the_shifted_task(tmp_path):
 
 
 @needs_weights
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, caplog):
     from clipedge.cli.demo import run_demo
 
     lines: list[str] = []
-    result = run_demo(tmp_path / "demo", images_per_class=30, seeds=2, echo=lines.append)
+    with caplog.at_level(logging.INFO, logger="clipedge"):  # what `clipedge demo` shows without -v
+        result = run_demo(tmp_path / "demo", images_per_class=30, seeds=2, echo=lines.append, progress=False)
+    shown = "\n".join(lines).splitlines() + [r.getMessage() for r in caplog.records]
+    assert len(shown) < 40, "\n".join(shown)
+    assert not any("reusing cached" in line for line in shown)  # debug level: only under clipedge -v
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert list(saved["accuracy"]) == list(METHODS)
     assert set(saved["accuracy"]["clip-adapter"]) == {"1", "4", "16"} and saved["seeds"] == [1, 2]

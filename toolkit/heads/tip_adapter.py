@@ -67,7 +67,8 @@ class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
-    selection = "α, β on val over the official grid (ImageNet's, widened to DTD's at its edge)"
+    chosen_on_val = "α, β"
+    selection = "α, β on val over ImageNet's official grid, and DTD's full grid where ImageNet's best is on its edge"
     Options = TipAdapterOptions
 
     def __init__(
@@ -142,6 +143,7 @@ class TipAdapterFHead(TipAdapterHead):
 
     kind = "tip-adapter-f"
     trains = True
+    chosen_on_val = "epoch; α, β"
     selection = "keys: the best val epoch of a fixed recipe; then α, β on val as Tip-Adapter"
     Options = TipAdapterFOptions
 
@@ -168,7 +170,7 @@ def search_alpha_beta(head: TipAdapterHead, problem: FewShotProblem, progress: b
             grids.reverse()
     correct, beta_index, alpha_index = best
     alpha, beta = float(grids[0][1][alpha_index]), float(grids[0][0][beta_index])
-    log.info("%s: α=%.3f β=%.3f chosen on val (accuracy %.4f)", head.kind, alpha, beta, correct / len(problem.val_labels))
+    log.debug("%s: α=%.3f β=%.3f chosen on val (accuracy %.4f)", head.kind, alpha, beta, correct / len(problem.val_labels))
     return alpha, beta
 
 
