@@ -101,14 +101,15 @@ def _means(per_seed: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, f
 
 
 def compare_methods(data: Path, runs_dir: Path, cache_dir: Path, shots: tuple[int, ...], draws: list[int],
-                    device: str = "auto", progress: bool = False, **train_options: Any) -> Comparison:
+                    device: str = "auto", progress: bool = False, methods: tuple[str, ...] = METHODS,
+                    **train_options: Any) -> Comparison:
     """Train every method at every shot count and draw into ``runs_dir``, sharing one feature cache; with
     ``progress``, one bar over the whole method × shots × draw grid."""
-    per_seed: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in METHODS}
-    per_seed_val: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in METHODS}
+    per_seed: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in methods}
+    per_seed_val: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in methods}
     runs: dict[tuple[str, int], Path] = {}
     runs_dir.mkdir(parents=True, exist_ok=True)
-    grid = [(draw, k, method) for draw in draws for k in shots for method in METHODS]
+    grid = [(draw, k, method) for draw in draws for k in shots for method in methods]
     bar = tqdm(grid, desc="training", unit="run", disable=not progress, leave=False)
     for draw, k, method in bar:
         bar.set_postfix_str(f"{method}, {k}-shot, seed {draw}")
@@ -165,6 +166,7 @@ def run_demo(
     seeds: int = SEEDS,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    methods: tuple[str, ...] = METHODS,
 ) -> DemoResult:
     """Write the task data, compare all methods across shots and seeds, then calibrate, export and time the best run."""
     from clipedge.synthetic import write_task
@@ -183,10 +185,11 @@ def run_demo(
     data = write_task(task, out / "data" / task, images_per_class=images_per_class, seed=seed)
     timings = {"data": time.perf_counter() - started}
 
-    echo(f"[2] training {len(METHODS)} methods at {', '.join(map(str, shots))} shots on clipedge-tiny, "
+    echo(f"[2] training {len(methods)} methods at {', '.join(map(str, shots))} shots on clipedge-tiny, "
          f"{seeds} few-shot draw(s) each (seeds {', '.join(map(str, draws))})")
     mark = time.perf_counter()
-    comparison = compare_methods(data, out / "runs", out / "cache", shots, draws, device, progress=progress)
+    comparison = compare_methods(data, out / "runs", out / "cache", shots, draws, device, progress=progress,
+                                 methods=methods)
     per_seed, largest = comparison.per_seed, shots[-1]
     timings["training"] = time.perf_counter() - mark
     echo(accuracy_table(per_seed, shots))
