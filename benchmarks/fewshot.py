@@ -15,6 +15,17 @@ file is missing is reported and skipped.
 
     python benchmarks/fewshot.py --root DATA --out results/ --backbone RN50 --pretrained openai
     python benchmarks/fewshot.py --root DATA --datasets OxfordPets,EuroSAT --shots 1,4 --seeds 1,2
+
+Without the data, ``--tasks`` runs the same grid on clipedge's generated tasks
+(clipedge.synthetic; written under ``--out``, split as ``clipedge train`` splits a
+folder, whole val split, the single template) on the shipped clipedge-tiny:
+
+    python benchmarks/fewshot.py --tasks colours-tinted,shapes-sketch --backbone clipedge-tiny --pretrained clipedge
+
+Every row is marked with what its method chooses on val (``nothing``: one fixed
+recipe, CLAP's protocol), gives the mean head-fitting seconds, and an ``auto``
+row shows the test top-1 of the method ``--method auto``'s rule picks from the
+rows' val figures in each (shots, seed) cell.
 """
 
 from __future__ import annotations
@@ -23,9 +34,9 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import random
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,25 +44,20 @@ from pathlib import Path
 import torch
 from cells import FewShotCells
 from coop_datasets import DATASETS, CoOpDataset, Row, dataset_named
+from fewshot_report import markdown, plot, summarise
 from tqdm import tqdm
 
 from clipedge.backbone import Backbone, load_backbone
 from clipedge.core.errors import ClipedgeError
-from clipedge.data import Sample, read_split_file
-from clipedge.figures import pyplot, save_png
+from clipedge.data import Sample, load_labelled_images, read_split_file
 from clipedge.heads import METHODS
+from clipedge.prompts import resolve_templates
+from clipedge.synthetic import TASKS, write_task
 from clipedge.training import resolve_device
 
 FIELDS = ["dataset", "backbone", "pretrained", "method", "shots", "seed", "val_top1", "test_top1", "head_s"]
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
 VAL_SHOTS_CAP = 4  # CoOp: val keeps min(shots, 4) images per class
-#: published top-1 % (PAPERS.md; "reported", as the papers give them): (dataset, backbone, weights, shots) -> method -> %
-PUBLISHED = {
-    ("ImageNet", "RN50", "openai", 16): {"zero-shot": 58.18, "linear-probe": 55.87, "clip-adapter": 63.59,
-                                         "tip-adapter": 62.03, "tip-adapter-f": 65.51},
-}
-
-
 def few_shot_val(samples: list[Sample], shots: int, seed: int) -> list[Sample]:
     """CoOp's val for a cell: min(shots, 4) images per class, drawn by the cell's seed."""
     by_class: dict[int, list[Sample]] = {}
@@ -108,91 +114,49 @@ def cell_key(row: dict) -> tuple:
 def run_dataset(dataset: CoOpDataset, args: argparse.Namespace, done: set, results_path: Path,
                 backbone: Callable[[], Backbone]) -> int:
     """Every missing cell of one dataset; returns how many were run."""
-    work = args.out / "work" / dataset.name
-    split = write_split(work / "split.json", dataset.read(args.root))
+    split = write_split(args.out / "work" / dataset.name / "split.json", dataset.read(args.root))
+    return run_cells(dataset.name, lambda: FewShotCells(backbone(), read_split_file(args.root / dataset.folder, split),
+                                                        [dataset.template], args.out / "cache" / dataset.name),
+                     args, done, results_path, coop_val=True)
+
+
+def run_task(task: str, args: argparse.Namespace, done: set, results_path: Path,
+             backbone: Callable[[], Backbone]) -> int:
+    """Every missing cell of one generated task (written once under ``--out``), split as ``clipedge train`` does."""
+    folder = args.out / "data" / task
+    if not folder.is_dir():
+        write_task(task, folder, images_per_class=args.images_per_class, seed=args.task_seed)
+    return run_cells(task, lambda: FewShotCells(backbone(), load_labelled_images(folder), resolve_templates("single"),
+                                                args.out / "cache" / task),
+                     args, done, results_path, coop_val=False)
+
+
+def run_cells(name: str, runner_for: Callable[[], FewShotCells], args: argparse.Namespace, done: set,
+              results_path: Path, coop_val: bool) -> int:
     cells = [(k, s, m) for s in args.seeds for k in args.shots for m in args.methods
-             if (dataset.name, args.backbone, args.pretrained, m, k, s) not in done]
+             if (name, args.backbone, args.pretrained, m, k, s) not in done]
     if not cells:
         return 0
-    runner = FewShotCells(backbone(), read_split_file(args.root / dataset.folder, split), [dataset.template],
-                          args.out / "cache" / dataset.name)
-    for shots, seed, method in tqdm(cells, desc=dataset.name, unit="cell", disable=args.quiet):
-        scores = runner.run(method, shots, seed, val=few_shot_val(runner.data.splits["val"], shots, seed))
+    runner = runner_for()
+    for shots, seed, method in tqdm(cells, desc=name, unit="cell", disable=args.quiet):
+        val = few_shot_val(runner.data.splits["val"], shots, seed) if coop_val else None
+        scores = runner.run(method, shots, seed, val=val)
         append_result(results_path, {
-            "dataset": dataset.name, "backbone": args.backbone, "pretrained": args.pretrained, "method": method,
+            "dataset": name, "backbone": args.backbone, "pretrained": args.pretrained, "method": method,
             "shots": shots, "seed": seed, "val_top1": f"{scores['val_top1']:.6f}",
             "test_top1": f"{scores['test_top1']:.6f}", "head_s": f"{scores['head_s']:.3f}",
         })
     return len(cells)
 
 
-def summarise(rows: list[dict], backbone: str, pretrained: str) -> dict[str, dict[str, dict[int, dict[str, list[float]]]]]:
-    """dataset -> method -> shots -> {"val": [...], "test": [...]} over seeds, for this run's backbone."""
-    table: dict = {}
-    for row in rows:
-        if (row["backbone"], row["pretrained"]) != (backbone, pretrained):
-            continue
-        cell = table.setdefault(row["dataset"], {}).setdefault(row["method"], {}).setdefault(int(row["shots"]), {"val": [], "test": []})
-        cell["val"].append(100 * float(row["val_top1"]))
-        cell["test"].append(100 * float(row["test_top1"]))
-    return table
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
-
-
-def markdown(summary: dict, backbone: str, pretrained: str, shots: list[int]) -> str:
-    lines = [f"# Few-shot results: {backbone} ({pretrained})", "",
-             "Top-1 %, mean ± std over seeds (n = seeds done). Test decides nothing: every choice inside a run "
-             "(α, β, epoch, L2 penalty) is made on val; `reported` is the paper's published figure.", ""]
-    for dataset, by_method in summary.items():
-        for split in ("test", "val"):
-            lines += [f"## {dataset}: {split} top-1", "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-                      "|---|" + "---|" * len(shots)]
-            for method in METHODS:
-                if method not in by_method:
-                    continue
-                cells = []
-                for k in shots:
-                    values = by_method[method].get(k, {}).get(split)
-                    text = f"{mean_std(values)} (n={len(values)})" if values else "—"
-                    published = PUBLISHED.get((dataset, backbone, pretrained, k), {}).get(method)
-                    if published is not None and split == "test":
-                        text += f" · reported {published:.2f}"
-                    cells.append(text)
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
-            lines.append("")
-    return "\n".join(lines)
-
-
-def plot(dataset: str, by_method: dict, backbone: str, pretrained: str, shots: list[int], path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method in (m for m in METHODS if m in by_method):
-        points = [(k, by_method[method][k]["test"]) for k in shots if k in by_method[method]]
-        means = [statistics.fmean(v) for _, v in points]
-        spread = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
-        line = ax.errorbar([k for k, _ in points], means, yerr=spread, fmt="--" if method == "zero-shot" else "-o",
-                           capsize=3, label=method)
-        for k in shots:
-            published = PUBLISHED.get((dataset, backbone, pretrained, k), {}).get(method)
-            if published is not None:
-                ax.plot([k], [published], "*", markersize=11, color=line[0].get_color())
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(shots, [str(k) for k in shots])
-    ax.set_xlabel("training images per class")
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title(f"{dataset}, {backbone} ({pretrained}); ★ reported")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="CoOp's DATASET.ROOT: one folder per dataset")
+    parser.add_argument("--root", type=Path, help="CoOp's DATASET.ROOT: one folder per dataset")
+    parser.add_argument("--tasks", default="", help=f"generated tasks instead of --root, of: {', '.join(TASKS)}")
+    parser.add_argument("--images-per-class", type=int, default=100, help="of a generated task (clipedge demo's)")
+    parser.add_argument("--task-seed", type=int, default=1, help="seed of a generated task's images")
+    parser.add_argument("--logit-scale", type=float, help="replace the model's logit scale (e.g. 100, the literal "
+                                                           "of the official Tip-Adapter and GDA code)")
     parser.add_argument("--out", type=Path, default=Path("fewshot-results"))
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of: {', '.join(DATASETS)}")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -204,7 +168,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    args.datasets = [dataset_named(name.strip()) for name in args.datasets.split(",") if name.strip()]
+    args.tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    unknown_tasks = [t for t in args.tasks if t not in TASKS]
+    if unknown_tasks:
+        raise ClipedgeError(f"--tasks {unknown_tasks[0]}: unknown task; expected some of {', '.join(TASKS)}")
+    args.datasets = [] if args.tasks else [dataset_named(name.strip()) for name in args.datasets.split(",") if name.strip()]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -214,8 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise ClipedgeError("--shots/--seeds: expected comma-separated integers, e.g. 1,2,4,8,16") from None
-    if not args.root.is_dir():
-        raise ClipedgeError(f"--root {args.root}: no such folder")
+    if not args.tasks and (args.root is None or not args.root.is_dir()):
+        raise ClipedgeError(f"--root {args.root}: no such folder (or give --tasks)")
     return args
 
 
@@ -234,17 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     def backbone() -> Backbone:  # loaded on the first dataset that has work to do, then shared
         if not loaded:
             loaded.append(load_backbone(args.backbone, args.pretrained, device=resolve_device(args.device)))
+            if args.logit_scale:
+                with torch.no_grad():
+                    loaded[0].model.logit_scale.fill_(math.log(args.logit_scale))
         return loaded[0]
 
     ran, skipped = 0, []
+    for task in args.tasks:
+        ran += run_task(task, args, done, results_path, backbone)
     for dataset in args.datasets:
         try:
             ran += run_dataset(dataset, args, done, results_path, backbone)
         except ClipedgeError as error:
             skipped.append(dataset.name)
             print(f"skipped {dataset.name}: {error}", file=sys.stderr, flush=True)
-    summary = summarise(read_results(results_path), args.backbone, args.pretrained)
-    wanted = {d.name for d in args.datasets}
+    summary = summarise(read_results(results_path), args.backbone, args.pretrained, args.methods)
+    wanted = {d.name for d in args.datasets} | set(args.tasks)
     summary = {name: by_method for name, by_method in summary.items() if name in wanted}
     (args.out / RESULTS_MD).write_text(markdown(summary, args.backbone, args.pretrained, args.shots) + "\n", encoding="utf-8")
     for name, by_method in summary.items():

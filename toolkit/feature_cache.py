@@ -146,7 +146,7 @@ def cached_features(
     if problem is not None:
         found = _recompute(cache.path(split, key), problem)
     if found is not None:
-        log.info("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
+        log.debug("reusing cached %s features (%d images) from %s", split, len(found.relpaths), cache.path(split, key))
         return found
     features = extract_features(backbone(), samples, views=views, seed=seed, description=f"{split} features",
                                 progress=progress, scale=scale, decoding=decoding)

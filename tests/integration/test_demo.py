@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import open_clip
@@ -11,7 +12,6 @@ from safetensors.torch import load_file
 
 import clipedge
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR, load_backbone, register_model_configs
-from clipedge.heads import METHODS
 from clipedge.heads.selection import best_method
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
 from clipedge.synthetic import SHAPES, generate_pairs, write_task
@@ -19,6 +19,8 @@ from clipedge.synthetic import SHAPES, generate_pairs, write_task
 pytestmark = pytest.mark.integration
 
 WEIGHTS = WEIGHTS_DIR / SHIPPED_WEIGHTS["clipedge-tiny"][1]
+#: a quick demo: one method of each kind of fit (the full demo trains every method in METHODS, the default)
+QUICK_METHODS = ("zero-shot", "gda", "clip-adapter", "tip-adapter")
 needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="clipedge-tiny weights are not in this checkout")
 
 
@@ -61,13 +63,18 @@ def test_adapters_beat_zero_shot_on_the_shifted_task(tmp_path):
 
 
 @needs_weights
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, caplog):
     from clipedge.cli.demo import run_demo
 
     lines: list[str] = []
-    result = run_demo(tmp_path / "demo", images_per_class=30, seeds=2, echo=lines.append)
+    with caplog.at_level(logging.INFO, logger="clipedge"):  # what `clipedge demo` shows without -v
+        result = run_demo(tmp_path / "demo", images_per_class=40, seeds=2, echo=lines.append, progress=False,
+                          methods=QUICK_METHODS)
+    shown = "\n".join(lines).splitlines() + [r.getMessage() for r in caplog.records]
+    assert len(shown) < 40, "\n".join(shown)
+    assert not any("reusing cached" in line for line in shown)  # debug level: only under clipedge -v
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert list(saved["accuracy"]) == list(METHODS)
+    assert list(saved["accuracy"]) == list(QUICK_METHODS)
     assert set(saved["accuracy"]["clip-adapter"]) == {"1", "4", "16"} and saved["seeds"] == [1, 2]
     per_seed = saved["accuracy_per_seed"]["clip-adapter"]["16"]
     assert len(per_seed) == 2 and saved["accuracy"]["clip-adapter"]["16"] == pytest.approx(sum(per_seed) / 2)

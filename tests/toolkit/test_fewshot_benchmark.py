@@ -83,3 +83,27 @@ def test_fewshot_runner_refuses_a_root_with_no_dataset(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "skipped DescribableTextures" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("Error: no dataset")
+
+
+@needs_weights
+def test_fewshot_runner_on_a_generated_task_marks_each_rows_protocol_and_adds_auto(tmp_path):
+    methods = ("zero-shot", "gda", "tip-adapter")
+    command = [sys.executable, str(REPO / "benchmarks" / "fewshot.py"), "--tasks", "colours", "--out", str(tmp_path),
+               "--images-per-class", "6", "--shots", "1", "--seeds", "1,2", "--methods", ",".join(methods),
+               "--backbone", "clipedge-tiny", "--pretrained", "clipedge", "--device", "cpu", "--threads", "1", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = cells(tmp_path / "results.csv")
+    assert {(r["dataset"], r["method"], r["seed"]) for r in rows} == {("colours", m, s) for m in methods for s in "12"}
+    table = (tmp_path / "results.md").read_text()
+    assert "| method | chosen on val | 1-shot | head s |" in table
+    assert "| zero-shot | nothing |" in table and "| gda | α |" in table and "| tip-adapter | α, β |" in table
+    assert "| auto | the best val top-1 of the rows above |" in table
+    by_seed = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], {})[row["method"]] = row
+    from clipedge.heads.selection import best_method
+
+    chosen = [float(r[best_method({m: float(r[m]["val_top1"]) for m in methods})]["test_top1"]) for r in by_seed.values()]
+    auto_line = next(line for line in table.splitlines() if line.startswith("| auto |"))
+    assert f"{100 * sum(chosen) / 2:.1f} ±" in auto_line

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from clipedge.heads import HEADS, FewShotProblem, base, head_class, head_options
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
-from clipedge.heads.tip_adapter import SEARCH_SCALE, TipAdapterFHead, TipAdapterHead, search_alpha_beta, search_grid
+from clipedge.heads.tip_adapter import SEARCH_SCALE, TipAdapterFHead, TipAdapterHead, search_alpha_beta
 from clipedge.heads.zero_shot import ZeroShotHead
 
 D, C, SCALE = 16, 5, 37.5
@@ -95,12 +95,6 @@ def test_alpha_zero_reduces_to_zero_shot(text_weights, features, rng):
         tip.values.copy_(torch.eye(C)[:4])
     np.testing.assert_allclose(run_head(adapter, features), zero_shot, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(run_head(tip, features), zero_shot, rtol=1e-5, atol=1e-4)
-
-
-def test_search_grid_follows_the_papers_recipe():
-    betas = search_grid(7.0, 200)
-    assert len(betas) == 200 and betas[0] == pytest.approx(0.1) and betas[-1] < 7.0
-    assert betas[1] - betas[0] == pytest.approx(6.9 / 200)
 
 
 def synthetic_problem(seed: int = 0, dim: int = 48, classes: int = 8, shots: int = 16, views: int = 4):
@@ -202,53 +196,6 @@ def test_tip_adapter_f_keeps_the_best_val_epoch_not_the_last(monkeypatch):
     best = correct.index(max(correct))  # the first epoch with the most val images right
     assert best != len(snapshots) - 1 and not torch.equal(snapshots[best], snapshots[-1]), correct  # a case that tells
     torch.testing.assert_close(head.keys.detach(), snapshots[best], rtol=0, atol=0)
-
-
-def brute_force_alpha_beta(problem: FewShotProblem, head: TipAdapterHead) -> tuple[float, float]:
-    """search_alpha_beta's documented rule, by brute force: the first (β, α) in grid order with the most val
-    images right on the ImageNet grid; where that lies on the grid's largest α or β, the first best once the
-    wide α values (and, at the largest β, the wide β values) join in."""
-    narrow, wide = search_grid(3.0, 20).float(), search_grid(13.0, 20).float()
-    alphas = torch.cat([narrow, wide]).double()
-    keys, values = head.keys.detach(), head.values
-
-    def counts(betas: list[float]) -> torch.Tensor:
-        """Val images right at every (β, α): every grid point's logits, argmax taken per point."""
-        rows = []
-        for b in betas:
-            zero_shot = tip_adapter_logits(problem, problem.val_features, keys, values, 0.0, b)
-            cache = tip_adapter_logits(problem, problem.val_features, keys, values, 1.0, b) - zero_shot
-            logits = zero_shot + alphas[:, None, None] * cache  # [α, N, C]
-            rows.append((logits.argmax(dim=2) == problem.val_labels).sum(dim=1))
-        return torch.stack(rows)
-
-    def first_best(correct: torch.Tensor) -> tuple[int, int]:
-        flat = int((correct == correct.max()).flatten().nonzero()[0])
-        return divmod(flat, correct.shape[1])
-
-    betas = search_grid(7.0, 200).tolist()
-    correct = counts(betas)
-    i, j = first_best(correct[:, : len(narrow)])
-    if i == len(betas) - 1 or j == len(narrow) - 1:
-        if i == len(betas) - 1:
-            wide_betas = search_grid(13.0, 200).tolist()
-            correct, betas = torch.cat([correct, counts(wide_betas)]), betas + wide_betas
-        i, j = first_best(correct)
-    return float(alphas[j]), betas[i]
-
-
-@pytest.mark.parametrize("grouped", [True, False])
-def test_alpha_beta_search_matches_a_naive_grid_search(grouped):
-    problem, _, _ = synthetic_problem(seed=3, classes=6, shots=4)
-    if not grouped:  # an uneven class: the search falls back to index_add
-        keep = torch.ones(len(problem.train_labels), dtype=torch.bool)
-        keep[0] = False
-        problem = FewShotProblem(problem.text_weights, problem.logit_scale, problem.train_features[:, keep],
-                                 problem.train_labels[keep], problem.val_features, problem.val_labels)
-    head = TipAdapterHead.from_cache(problem)
-    alpha, beta = search_alpha_beta(head, problem, progress=False)
-    expected_alpha, expected_beta = brute_force_alpha_beta(problem, head)
-    assert alpha == pytest.approx(expected_alpha, rel=1e-6) and beta == pytest.approx(expected_beta, rel=1e-9)
 
 
 def test_alpha_beta_search_widens_when_the_cache_wants_more_weight():

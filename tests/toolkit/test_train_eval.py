@@ -75,7 +75,7 @@ def test_second_run_reuses_the_cache(image_folder, tmp_path, monkeypatch, caplog
     calls = []
     original = features_module.extract_features
     monkeypatch.setattr("clipedge.feature_cache.extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
-    with caplog.at_level(logging.INFO, logger="clipedge"):
+    with caplog.at_level(logging.DEBUG, logger="clipedge"):
         second = clipedge.train(image_folder, run, overwrite=True, **options)
     assert calls == []
     assert caplog.text.count("reusing cached") == 3

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from clipedge.core.atomic import write_atomically
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.tables import format_table
@@ -99,22 +101,23 @@ def _means(per_seed: dict[str, dict[int, list[float]]]) -> dict[str, dict[int, f
 
 
 def compare_methods(data: Path, runs_dir: Path, cache_dir: Path, shots: tuple[int, ...], draws: list[int],
-                    device: str = "auto", **train_options: Any) -> Comparison:
-    """Train every method at every shot count and draw into ``runs_dir``, sharing one feature cache."""
-    per_seed: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in METHODS}
-    per_seed_val: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in METHODS}
+                    device: str = "auto", progress: bool = False, methods: tuple[str, ...] = METHODS,
+                    **train_options: Any) -> Comparison:
+    """Train every method at every shot count and draw into ``runs_dir``, sharing one feature cache; with
+    ``progress``, one bar over the whole method × shots × draw grid."""
+    per_seed: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in methods}
+    per_seed_val: dict[str, dict[int, list[float]]] = {method: {k: [] for k in shots} for method in methods}
     runs: dict[tuple[str, int], Path] = {}
     runs_dir.mkdir(parents=True, exist_ok=True)
-    for draw in draws:
-        for k in shots:
-            for method in METHODS:
-                result = train(
-                    data, runs_dir / f"{method}-{k}shot-seed{draw}", method=method, shots=k, seed=draw,
-                    device=device, cache_dir=cache_dir, overwrite=True, progress=False, **train_options,
-                )
-                runs.setdefault((method, k), result.run_dir)  # the first draw's run goes on to export
-                per_seed[method][k].append(result.metrics["test_top1"])
-                per_seed_val[method][k].append(result.metrics["val_top1"])
+    grid = [(draw, k, method) for draw in draws for k in shots for method in methods]
+    bar = tqdm(grid, desc="training", unit="run", disable=not progress, leave=False)
+    for draw, k, method in bar:
+        bar.set_postfix_str(f"{method}, {k}-shot, seed {draw}")
+        result = train(data, runs_dir / f"{method}-{k}shot-seed{draw}", method=method, shots=k, seed=draw,
+                       device=device, cache_dir=cache_dir, overwrite=True, progress=False, **train_options)
+        runs.setdefault((method, k), result.run_dir)  # the first draw's run goes on to export
+        per_seed[method][k].append(result.metrics["test_top1"])
+        per_seed_val[method][k].append(result.metrics["val_top1"])
     return Comparison(per_seed, per_seed_val, runs)
 
 
@@ -162,6 +165,8 @@ def run_demo(
     images_per_class: int = IMAGES_PER_CLASS,
     seeds: int = SEEDS,
     echo: Callable[[str], None] = print,
+    progress: bool = True,
+    methods: tuple[str, ...] = METHODS,
 ) -> DemoResult:
     """Write the task data, compare all methods across shots and seeds, then calibrate, export and time the best run."""
     from clipedge.synthetic import write_task
@@ -180,10 +185,11 @@ def run_demo(
     data = write_task(task, out / "data" / task, images_per_class=images_per_class, seed=seed)
     timings = {"data": time.perf_counter() - started}
 
-    echo(f"[2] training {len(METHODS)} methods at {', '.join(map(str, shots))} shots on clipedge-tiny, "
+    echo(f"[2] training {len(methods)} methods at {', '.join(map(str, shots))} shots on clipedge-tiny, "
          f"{seeds} few-shot draw(s) each (seeds {', '.join(map(str, draws))})")
     mark = time.perf_counter()
-    comparison = compare_methods(data, out / "runs", out / "cache", shots, draws, device)
+    comparison = compare_methods(data, out / "runs", out / "cache", shots, draws, device, progress=progress,
+                                 methods=methods)
     per_seed, largest = comparison.per_seed, shots[-1]
     timings["training"] = time.perf_counter() - mark
     echo(accuracy_table(per_seed, shots))

@@ -158,6 +158,8 @@ class Head(nn.Module, metaclass=ABCMeta):
     trains: ClassVar[bool] = False
     #: what this method chooses on val and what it keeps fixed (recorded beside its hparams in the manifest)
     selection: ClassVar[str] = "nothing chosen: no hyperparameters"
+    #: the same in a few words, for tables: what val chooses ("nothing": a fixed recipe)
+    chosen_on_val: ClassVar[str] = "nothing"
     #: the options this method accepts; the factory (``head_options``) refuses any other
     Options: ClassVar[type[TrainOptions]] = TrainOptions
 

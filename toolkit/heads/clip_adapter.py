@@ -98,6 +98,7 @@ class ClipAdapterHead(Head):
     """logits = scale · norm(α·A(f) + (1−α)·f) · Wᵀ"""
 
     kind = "clip-adapter"
+    chosen_on_val = "nothing (α with --alpha auto)"
     selection = "fixed recipe and α = 0.2; with --alpha auto, α on val over 0.1, 0.2, 0.4, 0.6, 0.8"
     Options = ClipAdapterOptions
 
@@ -177,8 +178,8 @@ def _fit_alpha_on_val(cls, problem: FewShotProblem, options: ClipAdapterOptions)
     for alpha in ALPHA_GRID:
         head = _fit_one(cls, problem, options, alpha)
         score = val_accuracy(head, problem)
-        log.info("clip-adapter: α=%g val accuracy %.4f", alpha, score)
+        log.debug("clip-adapter: α=%g val accuracy %.4f", alpha, score)
         if score > best_score:
             best_head, best_score = head, score
-    log.info("clip-adapter: α=%g chosen on val", best_head.alpha)
+    log.debug("clip-adapter: α=%g chosen on val", best_head.alpha)
     return best_head

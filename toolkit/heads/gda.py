@@ -80,6 +80,7 @@ class GdaHead(Head):
 
     kind = "gda"
     Options = GdaOptions
+    chosen_on_val = "α"
     selection = "α on val over 1e-4, 1e-3, …, 1e2 (the official grid); W and b in closed form"
 
     def __init__(self, text_weights: torch.Tensor, logit_scale: float, alpha: float = DEFAULT_ALPHA):
@@ -126,5 +127,5 @@ def choose_alpha(head: GdaHead, problem: FewShotProblem) -> float:
     zero_shot, gda = head.zero_shot_logits(normalized), head.gda_logits(normalized)
     scores = [accuracy(zero_shot + alpha * gda, problem.val_labels) for alpha in ALPHA_GRID]
     best = max(range(len(ALPHA_GRID)), key=lambda i: (scores[i], -i))
-    log.info("gda: α=%g chosen on val (accuracy %.4f)", ALPHA_GRID[best], scores[best])
+    log.debug("gda: α=%g chosen on val (accuracy %.4f)", ALPHA_GRID[best], scores[best])
     return ALPHA_GRID[best]

@@ -60,6 +60,7 @@ class LinearProbeHead(Head):
     """logits = norm(f) · Aᵀ + b, with A and b learned; W is kept only to describe the run."""
 
     kind = "linear-probe"
+    chosen_on_val = "L2 penalty"
     selection = "L2 penalty on val: 1e-6 … 1e2 by decades, then ×0.3 and ×3 around the best"
     Options = LinearProbeOptions
 
@@ -109,7 +110,7 @@ class LinearProbeHead(Head):
         best = max(scores, key=lambda p: (scores[p][0], p))
         head.load_state_dict(scores[best][1])
         head.penalty = best
-        log.info("linear probe: penalty %g chosen on val (accuracy %.3f)", best, scores[best][0])
+        log.debug("linear probe: penalty %g chosen on val (accuracy %.3f)", best, scores[best][0])
         return head.eval()
 
 

@@ -61,6 +61,7 @@ class LpPlusPlusHead(Head):
     kind = "lp++"
     trains = True
     Options = LpPlusPlusOptions
+    chosen_on_val = "epoch"
     selection = "the epoch with the best val accuracy (300 epochs); step sizes from the data, no search"
 
     def __init__(self, text_weights: torch.Tensor, logit_scale: float):
@@ -115,7 +116,7 @@ class LpPlusPlusHead(Head):
                     best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
         if best_state is not None:
             head.load_state_dict(best_state)
-            log.info("lp++: best val epoch kept (accuracy %.4f)", best_score)
+            log.debug("lp++: best val epoch kept (accuracy %.4f)", best_score)
         else:
             log.warning("lp++: no val split, keeping the last of %d epochs", epochs)
         return head.eval()

@@ -115,6 +115,6 @@ def select_head(problem: FewShotProblem, common: Mapping[str, Any], candidates: 
         reasons = "; ".join(f"{c.method}: {c.error}" for c in results)
         raise ClipedgeError(f"--method auto: every candidate failed ({reasons})")
     chosen = best_method({c.method: c.val_top1 for c in results})
-    log.info("auto: %s chosen on val (top-1 %.4f)", chosen, next(c.val_top1 for c in results if c.method == chosen))
+    log.debug("auto: %s chosen on val (top-1 %.4f)", chosen, next(c.val_top1 for c in results if c.method == chosen))
     head, options = fitted[chosen]
     return Selection(head, options, results)

@@ -3,8 +3,14 @@
 Keys are the training images' features averaged over their augmented views and
 L2-normalised; values are one-hot labels. The cache adds
 ``α · exp(−β·(1 − f·Kᵀ)) · L`` to the zero-shot logits. Tip-Adapter-F makes the
-keys trainable. α and β are searched on val over the papers' grid (ImageNet
-configuration), never on test.
+keys trainable. α and β are searched on val over the official grids, never on
+test: ImageNet's (β: 200 values 0.1 … 7, α: 20 values 0.1 … 3), and where its
+best point lies on its largest α or β, DTD's (β and α up to 13) as well.
+
+The zero-shot term uses the model's own logit scale where the official code
+writes 100: identical for OpenAI and LAION weights (whose scale is 100), and for
+another model (clipedge-tiny: 30.4) the zero-shot probabilities stay those the
+model was trained to give; the measured effect is in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ class TipAdapterHead(Head):
     """logits = scale · f·Wᵀ + α · exp(−β·(1 − f·Kᵀ)) · L, with f = norm(features)."""
 
     kind = "tip-adapter"
-    selection = "α, β on val over the official grid (ImageNet's, widened to DTD's at its edge)"
+    chosen_on_val = "α, β"
+    selection = "α, β on val over ImageNet's official grid, and DTD's full grid where ImageNet's best is on its edge"
     Options = TipAdapterOptions
 
     def __init__(
@@ -79,17 +86,18 @@ class TipAdapterHead(Head):
         self.keys = nn.Parameter(torch.zeros(num_keys, text_weights.shape[1]), requires_grad=self.trains)
         self.register_buffer("values", torch.zeros(num_keys, text_weights.shape[0]))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        normalized = F.normalize(features, dim=-1)
-        affinity = normalized @ self.keys.t()
-        weights = torch.exp(-self.beta * (1 - affinity))
+    def cache_logits(self, normalized: torch.Tensor, beta: float) -> torch.Tensor:
+        """exp(−β·(1 − f·Kᵀ)) · L; the α/β search calls this too, so it scores exactly what ``forward`` computes."""
+        weights = torch.exp(-beta * (1 - normalized @ self.keys.t()))
         if self.shots_per_class:
             # Keys grouped by class with equal counts: `weights @ values` is exactly a per-class sum,
             # without the N×K×C matmul (half of Tip-Adapter-F's training FLOPs at ImageNet scale).
-            cache_logits = weights.unflatten(-1, (-1, self.shots_per_class)).sum(dim=-1)
-        else:
-            cache_logits = weights @ self.values
-        return self.zero_shot_logits(normalized) + self.alpha * cache_logits
+            return weights.unflatten(-1, (-1, self.shots_per_class)).sum(dim=-1)
+        return weights @ self.values
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        normalized = F.normalize(features, dim=-1)
+        return self.zero_shot_logits(normalized) + self.alpha * self.cache_logits(normalized, self.beta)
 
     @torch.no_grad()
     def readout(self) -> Readout:
@@ -135,6 +143,7 @@ class TipAdapterFHead(TipAdapterHead):
 
     kind = "tip-adapter-f"
     trains = True
+    chosen_on_val = "epoch; α, β"
     selection = "keys: the best val epoch of a fixed recipe; then α, β on val as Tip-Adapter"
     Options = TipAdapterFOptions
 
@@ -144,84 +153,55 @@ ROWS_PER_CHUNK = 128  # val rows per pass: keeps the [rows, keys] block in cache
 
 @torch.no_grad()
 def search_alpha_beta(head: TipAdapterHead, problem: FewShotProblem, progress: bool = True) -> tuple[float, float]:
-    """α and β chosen on val over the official ImageNet grid, widened where the data asks for it.
+    """α and β chosen on val: the official ImageNet grid, and DTD's full grid too where ImageNet's best lies on
+    its edge.
 
-    The official configurations search wider where zero-shot is weak (DTD's grid is 13 × 13, ImageNet's
-    7 × 3). When the best ImageNet-grid point has the largest α or β, the wide α values (free: every α of
-    a β is scored at once) and, for the largest β, the wide β values are searched too, and the best of all wins.
+    Within a grid the first (β, α) in the official loop's order (β outer, α inner) with the most val images
+    right wins, as its strict ``>`` keeps it; DTD's grid replaces ImageNet's best only when strictly better.
     """
-    narrow_alphas = search_grid(SEARCH_SCALE[1], SEARCH_STEPS[1])
-    alphas = torch.cat([narrow_alphas, search_grid(WIDE_SEARCH_SCALE[1], SEARCH_STEPS[1])]).float()
-    betas = search_grid(SEARCH_SCALE[0], SEARCH_STEPS[0])
-    correct = _score_grid(head, problem, betas, alphas, progress)
-    beta_index, alpha_index = _best(correct[:, : len(narrow_alphas)])
-    at_beta_edge = beta_index == len(betas) - 1
-    if at_beta_edge or alpha_index == len(narrow_alphas) - 1:
-        wide_betas = search_grid(WIDE_SEARCH_SCALE[0], SEARCH_STEPS[0])
-        if at_beta_edge:
-            correct = torch.cat([correct, _score_grid(head, problem, wide_betas, alphas, progress)])
-            betas = torch.cat([betas, wide_betas])
-        beta_index, alpha_index = _best(correct)
-    alpha, beta = float(alphas[alpha_index]), float(betas[beta_index])
-    accuracy = int(correct[beta_index, alpha_index]) / len(problem.val_labels)
-    log.info("%s: α=%.3f β=%.3f chosen on val (accuracy %.4f)", head.kind, alpha, beta, accuracy)
+    grids = [(search_grid(SEARCH_SCALE[0], SEARCH_STEPS[0]), search_grid(SEARCH_SCALE[1], SEARCH_STEPS[1]))]
+    best = _best_point(head, problem, *grids[0], progress)
+    on_edge = best[1] == len(grids[0][0]) - 1 or best[2] == len(grids[0][1]) - 1
+    if on_edge:
+        grids.append((search_grid(WIDE_SEARCH_SCALE[0], SEARCH_STEPS[0]), search_grid(WIDE_SEARCH_SCALE[1], SEARCH_STEPS[1])))
+        wide = _best_point(head, problem, *grids[1], progress)
+        if wide[0] > best[0]:
+            best = wide
+            grids.reverse()
+    correct, beta_index, alpha_index = best
+    alpha, beta = float(grids[0][1][alpha_index]), float(grids[0][0][beta_index])
+    log.debug("%s: α=%.3f β=%.3f chosen on val (accuracy %.4f)", head.kind, alpha, beta, correct / len(problem.val_labels))
     return alpha, beta
 
 
-def _best(correct: torch.Tensor) -> tuple[int, int]:
-    """(β index, α index) of the first grid point with the most val images right."""
-    return divmod(int(correct.argmax()), correct.shape[1])
+def _best_point(head: TipAdapterHead, problem: FewShotProblem, betas: torch.Tensor, alphas: torch.Tensor,
+                progress: bool) -> tuple[int, int, int]:
+    """(val images right, β index, α index) of the first grid point with the most right."""
+    correct = score_grid(head, problem, betas, alphas, progress)
+    flat = int(correct.flatten().argmax())  # argmax returns the first maximum: the official loop's strict ">"
+    beta_index, alpha_index = divmod(flat, correct.shape[1])
+    return int(correct[beta_index, alpha_index]), beta_index, alpha_index
 
 
-def _score_grid(head: TipAdapterHead, problem: FewShotProblem, betas: torch.Tensor, alphas: torch.Tensor,
-                progress: bool) -> torch.Tensor:
-    """How many val images each (β, α) gets right, exactly, in a few seconds at ImageNet scale.
+def score_grid(head: TipAdapterHead, problem: FewShotProblem, betas: torch.Tensor, alphas: torch.Tensor,
+               progress: bool = False) -> torch.Tensor:
+    """How many val images each (β, α) gets right [β, α], exactly as evaluating the head at that point would.
 
-    Two identities keep the grid cheap. The β grid is arithmetic, so
-    ``exp(β·(a − 1))`` advances by one multiplication per step instead of an
-    exp. And for a fixed β, the α values at which the true class wins form an
-    interval per image (every rival class gives one linear inequality in α),
-    so all α values are scored by two comparisons.
+    Each point's logits are the head's own float32 ``zero-shot + α · cache(β)`` and a point counts an image
+    right when the argmax (the first maximum, as ``torch.argmax`` and the official ``topk`` take it) is its
+    label: exact ties and rounding are those of direct evaluation. The cache term is computed once per β and
+    all α values of that β are scored from it.
     """
     normalized = F.normalize(problem.val_features.float(), dim=-1)
     labels = problem.val_labels
-    zero_shot = head.zero_shot_logits(normalized)
-    keys = head.keys.detach()
-    sum_per_class = _class_summer(head.values.argmax(dim=1), problem.num_classes)
-    beta_step = float(betas[1] - betas[0])
+    # The α a head holds is a Python float; multiplying a float32 tensor by it rounds it to float32 first.
+    alpha_values = torch.tensor([float(a) for a in alphas], dtype=torch.float32)[None, :, None]
     correct = torch.zeros(len(betas), len(alphas), dtype=torch.long)
     chunks = range(0, len(labels), ROWS_PER_CHUNK)
     for start in tqdm(chunks, desc=f"{head.kind} α/β search", disable=not progress, leave=False):
         rows = slice(start, start + ROWS_PER_CHUNK)
-        y = labels[rows, None]
-        affinity_minus_one = normalized[rows] @ keys.t() - 1
-        cache = torch.exp(float(betas[0]) * affinity_minus_one)
-        ratio = torch.exp(beta_step * affinity_minus_one)
-        margin_zero_shot = zero_shot[rows] - zero_shot[rows].gather(1, y)  # rival minus true, per class
-        for index in range(len(betas)):
-            if index:
-                cache.mul_(ratio)
-            cache_logits = sum_per_class(cache)
-            margin_cache = cache_logits - cache_logits.gather(1, y)
-            correct[index] += _wins_per_alpha(margin_zero_shot, margin_cache, alphas)
+        zero_shot, truth = head.zero_shot_logits(normalized[rows]), labels[rows]
+        for index, beta in enumerate(float(b) for b in betas):
+            logits = zero_shot[:, None, :] + alpha_values * head.cache_logits(normalized[rows], beta)[:, None, :]
+            correct[index] += (logits.argmax(dim=2) == truth[:, None]).sum(dim=0)
     return correct
-
-
-def _wins_per_alpha(margin_zero_shot: torch.Tensor, margin_cache: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    """How many rows the true class wins at each α: it wins iff mz_c + α·mc_c ≤ 0 for every rival c."""
-    bound = -margin_zero_shot / margin_cache
-    upper = torch.where(margin_cache > 0, bound, torch.inf).amin(dim=1)
-    lower = torch.where(margin_cache < 0, bound, -torch.inf).amax(dim=1)
-    possible = ~((margin_cache == 0) & (margin_zero_shot > 0)).any(dim=1)
-    wins = (alphas >= lower[:, None]) & (alphas <= upper[:, None]) & possible[:, None]
-    return wins.sum(dim=0)
-
-
-def _class_summer(key_labels: torch.Tensor, num_classes: int):
-    """``E @ one_hot(key_labels)`` as a reshape-and-sum when keys come grouped with equal shots per class."""
-    counts = torch.bincount(key_labels, minlength=num_classes)
-    grouped = bool((key_labels[1:] >= key_labels[:-1]).all()) and bool((counts == counts[0]).all()) and counts[0] > 0
-    if grouped:
-        per_class = int(counts[0])
-        return lambda scores: scores.view(scores.shape[0], num_classes, per_class).sum(dim=2)
-    return lambda scores: torch.zeros(scores.shape[0], num_classes).index_add_(1, key_labels, scores)
