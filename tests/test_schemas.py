@@ -15,7 +15,7 @@ import clipedge
 from clipedge.cli import main
 from clipedge.runtime.contract import decode_metadata
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
-from clipedge.runtime.schemas import SCHEMA_VERSIONS
+from clipedge.runtime.schemas import SCHEMA_VERSIONS, load_schema
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,11 @@ def test_schemas_reject_what_breaks_the_contract(calibrated_export):
         validate({**metadata, "precision": "fp8"}, "onnx_metadata")
     with pytest.raises(jsonschema.ValidationError, match="tensorrt_version"):
         validate(metadata, "sidecar")
+
+
+def test_the_manifest_schema_names_every_registered_head():
+    """A new head is registered once; the shipped schema must know its kind, or its runs would not load."""
+    from clipedge.heads.registry import HEADS
+
+    kinds = load_schema("manifest")["properties"]["head"]["properties"]["kind"]["enum"]
+    assert sorted(kinds) == sorted(HEADS)
