@@ -10,6 +10,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import write_image_folder
+from int8_runs import cpu_probs, fp32_export, train_int8_run
 
 import clipedge
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR
@@ -38,23 +39,12 @@ needs_weights = pytest.mark.skipif(not WEIGHTS.is_file(), reason="clipedge-tiny 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8")
-    data = write_image_folder(root / "data", per_class=16)
-    run = root / "run"
-    # The fast recipe for 40 epochs: with 5, the random-weight backbone's classes are separated by logit margins finer
-    # than INT8 resolves, and whether the gate passes depends on the platform's rounding (it failed on onnxruntime 1.32).
-    clipedge.train(data, run, method="clip-adapter", backbone="test-tiny-vit", pretrained="none", shots=4, views=2,
-                   epochs=40, recipe="fast", progress=False)
-    return run
+    return train_int8_run(tmp_path_factory.mktemp("int8"))
 
 
 @pytest.fixture(scope="module")
 def fp32_model(tiny_run, tmp_path_factory):
-    return export_model(tiny_run, tmp_path_factory.mktemp("fp32") / "model.onnx", parity_count=8, progress=False).artifact
-
-
-def cpu_probs(path: Path, frames: np.ndarray) -> np.ndarray:
-    return exporter_module._cpu_probs(path, frames)
+    return fp32_export(tiny_run, tmp_path_factory.mktemp("fp32"))
 
 
 def dequantized_outputs(model: onnx.ModelProto) -> set[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import write_image_folder
+from int8_runs import cpu_probs, fp32_export, train_int8_run
 
 import clipedge
 from clipedge.backbone import SHIPPED_WEIGHTS, WEIGHTS_DIR
@@ -33,21 +33,12 @@ from clipedge.synthetic import write_task
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8-fallback")
-    data = write_image_folder(root / "data", per_class=16)
-    run = root / "run"
-    clipedge.train(data, run, method="clip-adapter", backbone="test-tiny-vit", pretrained="none", shots=4, views=2,
-                   epochs=40, recipe="fast", progress=False)
-    return run
+    return train_int8_run(tmp_path_factory.mktemp("int8-fallback"))
 
 
 @pytest.fixture(scope="module")
 def fp32_model(tiny_run, tmp_path_factory):
-    return export_model(tiny_run, tmp_path_factory.mktemp("fp32") / "model.onnx", parity_count=8, progress=False).artifact
-
-
-def cpu_probs(path: Path, frames: np.ndarray) -> np.ndarray:
-    return exporter_module._cpu_probs(path, frames)
+    return fp32_export(tiny_run, tmp_path_factory.mktemp("fp32"))
 
 
 def int8_layer_names(model_path: Path) -> set[str]:
