@@ -1,4 +1,4 @@
-"""Classes as data, measured honestly (issue 21): leave-k-classes-out accuracy, add-class cost, bank latency.
+"""Classes as data, measured honestly: leave-k-classes-out accuracy, add-class cost, bank latency.
 
 1. Leave k classes out: on the embedded task, for each seed the k held-out classes are drawn; ``clipedge train``
    fits the method on the other C−k classes (the same train/val/test images as the full data set, through a split

@@ -142,7 +142,7 @@ WEIGHTS = WEIGHTS_DIR / SHIPPED_WEIGHTS["clipedge-tiny"][1]
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="clipedge-tiny weights are not in this checkout")
 def test_the_default_flow_passes_by_keeping_measured_layers_in_float(tmp_path):
-    """Issue 23's flow on a 6-class generated folder: `clipedge train DATA --backbone clipedge-tiny --method
+    """The default INT8 flow on a 6-class generated folder: `clipedge train DATA --backbone clipedge-tiny --method
     clip-adapter --shots 8`, then `clipedge export RUN --int8`. Measured here (onnxruntime 1.32, 2026-12-02): all-INT8
     agrees with fp32 on 51 of the 54 images calibration did not see (94.4 %; the run has 36 test images), returning
     the two most sensitive convolutions to float brings it to 53 of 54 (98.1 %, 95 % CI 90.2–99.7 %)."""

@@ -78,7 +78,7 @@ def test_bit_flipped_cache_file_is_recomputed(trained, run, where):
     data = bytearray(path.read_bytes())
     header_size = int.from_bytes(data[:8], "little")
     start, _ = json.loads(data[8 : 8 + header_size])[where]["data_offsets"]
-    data[8 + header_size + start + 3] ^= 0x40  # the IndexError of issue 23 (a label of 2**30) / a feature changed
+    data[8 + header_size + start + 3] ^= 0x40  # a label of 2**30 (once an IndexError deep in torch) / a feature changed
     path.write_bytes(bytes(data))
     report, notices = eval_json(run)
     assert f"feature cache {path} does not verify (its checksum does not match its contents); recomputing it" in notices
