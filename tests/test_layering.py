@@ -288,3 +288,15 @@ def test_moved_paths_users_imported_still_work_for_a_release(old, new):
     moved = importlib.import_module(new)
     public = [name for name in dir(moved) if not name.startswith("_") and getattr(getattr(moved, name), "__module__", None) == new]
     assert public and all(getattr(shim, name) is getattr(moved, name) for name in public)
+
+
+def test_the_help_table_says_what_each_command_says():
+    """``clipedge --help`` lists COMMANDS without importing them; each line must be its command's own summary."""
+    import inspect
+
+    from clipedge.cli import COMMANDS, load_command
+
+    for name, (_, _, summary) in COMMANDS.items():
+        command = load_command(name)
+        assert command.name == name
+        assert " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split()) == summary, name

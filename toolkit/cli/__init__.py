@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("tensorrt", "check_command", "Check MODEL.onnx statically against TensorRT 10.x's ONNX rules (operators, types, UINT8/INT8, shapes)."),
     "engine": ("tensorrt", "engine_command", "Build a strongly typed TensorRT engine from a clipedge MODEL.onnx on this GPU, gated on its reference set."),
     "repository": ("triton", "repository_command", "Write a Triton model repository REPO/NAME for an exported MODEL (.onnx or .engine), without PyTorch."),
-    "classes": ("classes", "classes_command", "List, add (by name or from a few photos), remove or rename the classes of an adaptable MODEL, without PyTorch."),
+    "classes": ("classes", "classes_command", "List, add, remove and rename the classes of an adaptable MODEL (`clipedge export RUN --adaptable`), without PyTorch and without re-exporting; the class bank is rewritten atomically."),
     "serve": ("triton", "serve_command", "Serve an exported model (or a repository from `clipedge repository`) on Triton Inference Server."),
 }
 
