@@ -90,7 +90,8 @@ def classes(model: Path, *args: str) -> float:
 
 def blue_frame(new: Path) -> np.ndarray:
     files, _ = collect_images([new])
-    return prepare_files(sorted(files)[:1], 32)
+    frames, _ = prepare_files(sorted(files)[:1], 32)
+    return frames
 
 
 def test_bank_changes_under_load_without_a_failed_request(server, adaptable):
