@@ -9,3 +9,6 @@ ENCODED_PARAMETER = "encoded_input"
 THREADS_PARAMETER = "threads"
 #: the file Triton's python backend runs as ``model.py``
 PYTHON_MODEL_SOURCE = "python_model.py"
+#: the absolute path of the class bank an adaptable served model reads and watches (the original model's
+#: ``model.classes.npz``, so ``clipedge classes MODEL ...`` reaches the running server)
+BANK_FILE_PARAMETER = "class_bank"

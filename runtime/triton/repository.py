@@ -31,6 +31,7 @@ from ..contract import (
     read_contract,
     sidecar_path,
 )
+from .adaptable import refuse_plain_repository
 
 #: where the repository's model file lives and which Triton platform runs it, by the exported file's suffix
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".engine": ("tensorrt_plan", "model.plan"),
@@ -303,6 +304,7 @@ def write_repository(model: str | Path, repo: str | Path, options: RepositoryOpt
     options.validate()
     model, repo = Path(model), Path(repo)
     signature = read_signature(model)
+    refuse_plain_repository(signature)
     config = build_config(signature, options)
     model_file = PLATFORMS[model.suffix.lower()][1]
     files = {f"1/{model_file}": model}

@@ -15,7 +15,14 @@ from pathlib import Path
 from clipedge.core.errors import ClipedgeError
 
 from ..contract import sidecar_path
-from .parameters import ENCODED_PARAMETER, MODEL_FILE_PARAMETER, PYTHON_MODEL_SOURCE, THREADS_PARAMETER
+from .adaptable import served_bank, served_signature
+from .parameters import (
+    BANK_FILE_PARAMETER,
+    ENCODED_PARAMETER,
+    MODEL_FILE_PARAMETER,
+    PYTHON_MODEL_SOURCE,
+    THREADS_PARAMETER,
+)
 from .repository import (
     PLATFORMS,
     RepositoryOptions,
@@ -95,12 +102,16 @@ def _override(base: RepositoryOptions, serve: ServeOptions) -> RepositoryOptions
 def serving_repository(served: ServedModel, repo: Path, threads: int | None = None) -> list[str]:
     """The scratch repository: NAME and NAME_encoded, both python-backend models over the same model file."""
     signature = read_signature(served.model)
+    bank = served_bank(signature)
+    signature = served_signature(signature)
     model_file = PLATFORMS[served.model.suffix.lower()][1]
     source = Path(__file__).with_name(PYTHON_MODEL_SOURCE).read_text(encoding="utf-8")
     files = {"1/model.py": source, f"1/{model_file}": served.model}
     if served.model.suffix.lower() != ".onnx":  # engines carry their contract in a sidecar
         files[f"1/{sidecar_path(Path(model_file)).name}"] = sidecar_path(served.model)
     parameters = {MODEL_FILE_PARAMETER: model_file, THREADS_PARAMETER: str(threads or 0)}
+    if bank:
+        parameters[BANK_FILE_PARAMETER] = str(bank)
     config = build_config(signature, served.options, backend="python", extra_parameters=parameters)
     write_model_folder(signature, repo, config, files, link=True)
     encoded = build_config(signature, replace(served.options, name=served.options.name + ENCODED_SUFFIX),
