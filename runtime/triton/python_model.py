@@ -75,7 +75,7 @@ class TritonPythonModel:
         self.watcher = None
         if bank:  # an adaptable model: served from the watched bank, swapped in live when it changes
             self.watcher = BankWatcher(lambda: Classifier(model, batch_size=batch, threads=threads, classes=bank),
-                                       Path(bank), lambda line: pb_utils.Logger.log_info(line))
+                                       Path(bank), lambda line: pb_utils.Logger.log_warn(line))
         else:
             self._classifier = Classifier(model, batch_size=batch, threads=threads)
 
