@@ -84,7 +84,11 @@ def test_demo_end_to_end(tmp_path, caplog):
     assert saved["export"]["parity"]["passed"] and saved["runtime"]["latency"]["1"]["runtime"]["p50_ms"] > 0
     metadata = read_onnx_metadata(tmp_path / "demo" / "model.onnx")
     assert float(metadata["temperature"]) == pytest.approx(saved["calibration"]["temperature"])
-    assert "rejection_threshold" in metadata
+    if saved["calibration"]["threshold"] is None:  # the score did not separate held-out classes: none deployed
+        assert saved["calibration"]["threshold_withheld"] and "rejection_threshold" not in metadata
+        assert any('no "unknown" threshold' in line for line in lines)
+    else:
+        assert float(metadata["rejection_threshold"]) == pytest.approx(saved["calibration"]["threshold"])
     assert (tmp_path / "demo" / "accuracy_vs_shots.png").read_bytes()[:4] == b"\x89PNG"
     assert result.best_run.is_dir() and any("16-shot" in line for line in lines)
     val = saved["val_accuracy"]  # the exported run is the best by mean val top-1, never by test
