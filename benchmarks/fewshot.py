@@ -20,7 +20,7 @@ Without the data, ``--tasks`` runs the same grid on clipedge's generated tasks
 (clipedge.synthetic; written under ``--out``, split as ``clipedge train`` splits a
 folder, whole val split, the single template) on the shipped clipedge-tiny:
 
-    python benchmarks/fewshot.py --tasks colours-tinted,shapes-sketch --backbone clipedge-tiny --pretrained clipedge
+    python benchmarks/fewshot.py --tasks colours-tinted,shapes-sketch,shapes-dusk --backbone clipedge-tiny --pretrained clipedge
 
 Every row is marked with what its method chooses on val (``nothing``: one fixed
 recipe, CLAP's protocol), gives the mean head-fitting seconds, and an ``auto``

@@ -147,7 +147,7 @@ def calibrate(run: Path, target_frr: float, seed: int, min_auroc: float, force_t
 @click.command()
 @click.option("--out", default="clipedge-demo", show_default=True, type=click.Path(path_type=Path), help="Folder for data, runs and results.")
 @click.option("--full", is_flag=True, help="All of 1, 2, 4, 8 and 16 shots (default: 1, 4, 16).")
-@click.option("--task", default="colours-tinted", show_default=True, help="colours-tinted, the harder shapes-sketch, or colours (no shift: the control).")
+@click.option("--task", default="colours-tinted", show_default=True, help="colours-tinted, shapes-dusk, the harder shapes-sketch, or colours (no shift: the control).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed of the task data and of the first few-shot draw.")
 @click.option("--seeds", default=3, show_default=True, type=int, help="Few-shot draws per method and shot count; tables show their mean.")
 @device_option()

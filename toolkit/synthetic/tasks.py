@@ -9,6 +9,8 @@ images per class let an adapter recover.
   paper, in a palette the pretraining never used, with stray pencil strokes.
 - ``colours-tinted``: 8 colour classes under a strong coloured light cast and
   low contrast, on noisy backgrounds.
+- ``shapes-dusk``: 10 shape classes, filled as in pretraining but seen by a
+  moving camera at dusk: dimmer, motion-blurred along one axis and grainy.
 
 And one control without a shift, drawn like the pretraining scenes:
 
@@ -66,9 +68,23 @@ def _tinted(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(pixels + rng.normal(0, 10, pixels.shape), 0, 255).astype(np.uint8)
 
 
+def _dusk(label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    scene = Scene((SceneObject(SHAPES[label], list(COLOURS)[rng.integers(len(COLOURS))], list(SIZES)[rng.integers(1, 3)]),),
+                  BACKGROUNDS[rng.integers(len(BACKGROUNDS))])
+    pixels = render(scene, size, rng).astype(np.float32) / 255
+    length = int(rng.integers(3, 7))  # motion blur: a box along one image axis
+    kernel = np.ones(length, np.float32) / length
+    axis = int(rng.integers(2))
+    pixels = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="same"), axis, pixels)
+    pixels = rng.uniform(0.6, 0.9) * pixels ** rng.uniform(1.0, 1.3)  # dimmer, darker shadows
+    pixels = pixels + rng.normal(0, 0.05, pixels.shape)  # sensor grain
+    return np.clip(255 * pixels, 0, 255).astype(np.uint8)
+
+
 TASKS: dict[str, tuple[tuple[str, ...], Callable[[int, np.random.Generator, int], np.ndarray]]] = {
     "shapes-sketch": (SHAPES, _sketch),
     "colours-tinted": (tuple(COLOURS), _tinted),
+    "shapes-dusk": (SHAPES, _dusk),
     "colours": (tuple(COLOURS), _in_distribution),
 }
 
