@@ -37,7 +37,6 @@ from clipedge.export import export_model
 from clipedge.prompts import resolve_templates
 from clipedge.runtime import Classifier
 from clipedge.runtime.classes import learning
-from clipedge.runtime.classes.readout import cache_values
 from clipedge.synthetic import write_task
 
 NAME_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
@@ -175,7 +174,8 @@ def latency(fused: Path, adaptable: Path, work: Path, batches: list[int], rounds
     has_cache = bank.has_cache and len(bank.cache_labels)
     feeds = {"class_weights": bank.weights, "class_bias": bank.bias,
              "cache_keys": bank.cache_keys if has_cache else np.zeros((1, bank.dim), np.float32),
-             "cache_values": cache_values(bank) if has_cache else np.zeros((1, len(bank.names)), np.float32),
+             "cache_values": np.eye(len(bank.names), dtype=np.float32)[bank.cache_labels] if has_cache
+             else np.zeros((1, len(bank.names)), np.float32),
              "readout": np.array([bank.logit_scale, bank.cache_alpha or 0.0, bank.cache_beta or 0.0], np.float32)}
     rng = np.random.default_rng(0)
     size = bank_classifier.image_size

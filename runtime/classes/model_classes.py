@@ -21,7 +21,7 @@ from clipedge.core.errors import ClipedgeError
 
 from . import learning
 from .bank import ClassBank, bank_path_for, load_bank, save_bank
-from .readout import bank_logits, cache_values
+from .readout import BankReadout
 from .text_encoder import HOW_TO_EXPORT, TextEncoder, file_sha256, text_model_path
 
 ADAPTABLE_KEY = "adaptable"
@@ -80,15 +80,14 @@ class ModelClasses:
         self._set(load_bank(self.path, self.space))
 
     def _set(self, bank: ClassBank) -> None:
-        self._state = (bank, cache_values(bank))
+        self._state = (bank, BankReadout(bank))
 
     @property
     def bank(self) -> ClassBank:
         return self._state[0]
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        bank, values = self._state  # one read: the bank and its cache values belong together
-        return bank_logits(bank, embeddings, values)
+        return self._state[1](embeddings)  # one read: the bank and its readout belong together
 
     def text_encoder(self) -> TextEncoder:
         """The exported text tower, opened on first use and checked against the bank."""

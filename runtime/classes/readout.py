@@ -27,25 +27,46 @@ def product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return left @ right
 
 
-def cache_values(bank: ClassBank) -> np.ndarray:
-    """Tip-Adapter's value matrix: one-hot rows [K, C] of the cache keys' classes."""
-    values = np.zeros((len(bank.cache_labels), len(bank.names)), dtype=np.float32)
-    values[np.arange(len(bank.cache_labels)), bank.cache_labels] = 1.0
-    return values
+class BankReadout:
+    """The readout of one bank, with its matrices laid out once: the scaled class rows and the cache keys
+    side by side in one [D, C + K] matrix (one product per call), and α folded into the one-hot values.
+
+    Prepared when a bank is loaded or swapped, so a call does three small products' worth of arithmetic and
+    nothing else: right after an onnxruntime call each extra numpy operation costs several microseconds
+    (BENCHMARKS.md, "Classes as data").
+    """
+
+    def __init__(self, bank: ClassBank):
+        self.dim, self.classes = bank.dim, len(bank.names)
+        columns = [np.float32(bank.logit_scale) * bank.weights]
+        self.cached = bool(bank.has_cache and len(bank.cache_labels))
+        if self.cached:
+            columns.append(bank.cache_keys)
+            values = np.zeros((len(bank.cache_labels), self.classes), dtype=np.float32)
+            values[np.arange(len(bank.cache_labels)), bank.cache_labels] = np.float32(bank.cache_alpha)
+            self.alpha_values = values
+            self.beta = np.float32(bank.cache_beta)
+        self.columns = np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)
+        self.bias = np.asarray(bank.bias, dtype=np.float32)
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        """float32 [N, C] logits of ``embeddings`` [N, D]."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ClipedgeError(f"embeddings: expected float32 [N, {self.dim}] for this class bank, got "
+                                f"{list(embeddings.shape)}")
+        scores = product(embeddings, self.columns)
+        logits = scores[:, :self.classes] + self.bias
+        if self.cached:
+            affinity = np.exp(self.beta * (scores[:, self.classes:] - np.float32(1.0)))
+            logits += product(affinity, self.alpha_values)
+        return logits
 
 
-def bank_logits(bank: ClassBank, embeddings: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """float32 [N, C] logits of ``embeddings`` [N, D] under ``bank``; ``values`` is :func:`cache_values` of the
-    bank when the caller keeps it between calls (it changes only when the bank does)."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[1] != bank.dim:
-        raise ClipedgeError(f"embeddings: expected float32 [N, {bank.dim}] for this class bank, got "
-                            f"{list(embeddings.shape)}")
-    logits = np.float32(bank.logit_scale) * product(embeddings, bank.weights.T) + bank.bias
-    if bank.has_cache and len(bank.cache_labels):
-        affinity = np.exp(np.float32(-bank.cache_beta) * (np.float32(1.0) - product(embeddings, bank.cache_keys.T)))
-        logits += np.float32(bank.cache_alpha) * product(affinity, cache_values(bank) if values is None else values)
-    return logits.astype(np.float32, copy=False)
+def bank_logits(bank: ClassBank, embeddings: np.ndarray) -> np.ndarray:
+    """float32 [N, C] logits of ``embeddings`` [N, D] under ``bank``; a caller that reads one bank many times
+    keeps a :class:`BankReadout` instead."""
+    return BankReadout(bank)(embeddings)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
