@@ -18,7 +18,8 @@ import logging
 import pickle
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,7 @@ def load_backbone(
         raise ClipedgeError(hub.missing(option))
     try:
         # Random init is seeded so a `--pretrained none` run rebuilds the same network for eval and export.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _random_init_notice_dropped(checkpoint is not None or source == NO_WEIGHTS):
             torch.manual_seed(RANDOM_INIT_SEED)
             model, _, eval_transform = open_clip.create_model_and_transforms(
                 name, pretrained=tag, device="cpu", weights_only=True
@@ -251,6 +252,32 @@ def load_backbone(
     model = model.to(device).eval().requires_grad_(False)
     spec = _spec_for(model, name, source or name)
     return Backbone(model, spec, eval_transform, open_clip.get_tokenizer(name), device)
+
+
+@contextmanager
+def _random_init_notice_dropped(drop: bool) -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" line when clipedge loads the weights itself or says so itself.
+
+    open_clip logs it on the root logger whenever ``create_model`` is given no tag, which is how a checkpoint
+    (shipped or a file) is loaded: the line would tell the user the opposite of what happens. Its
+    ``logging.warning`` would also configure the root logger of a program that has not, so a placeholder
+    handler stands in for the call's duration.
+    """
+    if not drop:
+        yield
+        return
+    root, placeholder = logging.getLogger(), logging.NullHandler()
+
+    def not_the_notice(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    root.addHandler(placeholder)
+    root.addFilter(not_the_notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_the_notice)
+        root.removeHandler(placeholder)
 
 
 def _spec_for(model: nn.Module, name: str, source: str) -> BackboneSpec:
