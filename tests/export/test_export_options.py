@@ -27,6 +27,8 @@ REFUSALS = [
     (["--process-mode", "primary"], {"process_mode": "primary"}, "--process-mode: not used by --format onnx"),
     (["--name", "other"], {"name": "other"}, "--name: not used by --format onnx"),
     (["--format", "triton", "--timing-cache", "t"], {"format": "triton", "timing_cache": "t"}, "--timing-cache: not used by --format triton"),
+    (["--format", "triton", "--adaptable"], {"format": "triton", "adaptable": True},
+     "--adaptable: not used by --format triton (it applies only with --format onnx)"),
     (["--frame", "641x480", "--pixel-format", "nv12"], {"frame": "641x480", "pixel_format": "nv12"}, "must be even"),
     (["--frame", "wide"], {"frame": "wide"}, "--frame wide: expected WIDTHxHEIGHT"),
     (["--opset", "17"], {"opset": 17}, "--opset 17: expected 18 to"),
