@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipedge.core.atomic import as_if_made_by_mkdir, staging_folder
 from clipedge.core.errors import ClipedgeError
 from clipedge.core.labels import check_class_names
 from clipedge.runtime.backends.onnxruntime_options import tensorrt_provider_options
@@ -271,8 +271,8 @@ def write_model_folder(signature: ModelSignature, repo: Path, config, files: dic
     folder = check_repository_destination(repo, config.name, overwrite)
     check_class_names(signature.contract.class_names, f"model {signature.source}", "Triton's labels.txt (one class per line)")
     repo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.name}.", suffix=".partial", dir=repo))
-    try:
+    with staging_folder(folder) as staging:  # under the folder's lock: a second writer is refused in one line
+        check_repository_destination(repo, config.name, overwrite)  # again: one may have finished meanwhile
         (staging / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
         (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in signature.contract.class_names),
                                            encoding="utf-8")
@@ -285,6 +285,7 @@ def write_model_folder(signature: ModelSignature, repo: Path, config, files: dic
                 target.symlink_to(source.resolve())
             else:
                 shutil.copyfile(source, target)
+        as_if_made_by_mkdir(staging)  # Triton in a container may run as another user
         if folder.exists():
             retired = folder.with_name(f".{folder.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -293,8 +294,6 @@ def write_model_folder(signature: ModelSignature, repo: Path, config, files: dic
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

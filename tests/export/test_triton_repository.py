@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +159,30 @@ def test_overwrite_replaces_the_model_folder_whole(repository, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clipedge"], "no staging folders left behind"
     assert np.array_equal(np.frombuffer((tmp_path / "clipedge" / "1" / "model.onnx").read_bytes(), np.uint8),
                           np.frombuffer(model.read_bytes(), np.uint8))
+
+
+def test_a_second_writer_of_the_model_folder_is_refused_and_the_folder_is_readable_by_others(repository, tmp_path):
+    """One writer per model folder (the destination lock, held here by a real second process), and a published
+    folder has mkdir's permissions, not mkdtemp's 0700: Triton in a container may run as another user."""
+    model = repository / "dynamic" / "1" / "model.onnx"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom clipedge.core.lock import destination_lock\n"
+                               "with destination_lock(sys.argv[1]):\n    print('locked', flush=True)\n"
+                               "    sys.stdin.readline()", str(tmp_path / "clipedge")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert f"(pid {holder.pid}) is writing it now" in refused("repository", model, "--out", tmp_path)
+        assert not (tmp_path / "clipedge").exists()
+    finally:
+        holder.communicate("go\n", timeout=30)
+    umask = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(main, ["repository", str(model), "--out", str(tmp_path)])
+    finally:
+        os.umask(umask)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "clipedge").stat().st_mode) == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clipedge"], "no lock file or staging folder left"
 
 
 def test_int8_onnx_gets_cpu_instances(repository):
