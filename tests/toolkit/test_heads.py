@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipedge.heads import HEADS, FewShotProblem, base, head_class, head_options
+from clipedge.heads import HEADS, FewShotProblem, head_class, head_options, training_loop
 from clipedge.heads.clip_adapter import ClipAdapterHead
 from clipedge.heads.linear_probe import LinearProbeHead
 from clipedge.heads.tip_adapter import SEARCH_SCALE, TipAdapterFHead, TipAdapterHead, search_alpha_beta
@@ -180,13 +180,13 @@ def tip_adapter_logits(problem: FewShotProblem, features: torch.Tensor, keys: to
 def test_tip_adapter_f_keeps_the_best_val_epoch_not_the_last(monkeypatch):
     problem, _, _ = synthetic_problem(classes=4, shots=4)
     snapshots = []
-    original = base.val_accuracy
+    original = training_loop.val_accuracy
 
     def record(head, problem, **kwargs):  # called once after every epoch: keep that epoch's keys
         snapshots.append(head.keys.detach().clone())
         return original(head, problem, **kwargs)
 
-    monkeypatch.setattr(base, "val_accuracy", record)
+    monkeypatch.setattr(training_loop, "val_accuracy", record)
     head = TipAdapterFHead.fit(problem, head_options("tip-adapter-f", epochs=8, lr=0.05, batch_size=4, progress=False,
                                                          precision="fp32"))
     assert len(snapshots) == 8

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from .base import CacheReadout, FewShotProblem, Head, Readout, TrainOptions
+from .base import CacheReadout, FewShotProblem, Head, Readout
 from .clap import ClapHead
 from .clip_adapter import ClipAdapterHead
 from .gda import GdaHead
 from .linear_probe import LinearProbeHead
 from .lp_plus_plus import LpPlusPlusHead
+from .options import TrainOptions
 from .registry import HEADS, head_class, head_options, register_head
 from .tip_adapter import TipAdapterFHead, TipAdapterHead
 from .zero_shot import ZeroShotHead

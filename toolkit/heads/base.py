@@ -1,4 +1,6 @@
-"""What every head shares: the problem it is fitted to, its options, and the training loop.
+"""What every head shares: the problem it is fitted to, the head's interface, and its readout form.
+
+Options live in ``options.py``, the gradient-descent loop in ``training_loop.py``.
 
 A head maps raw image features ``[N, D]`` to logits ``[N, C]`` with plain
 tensor ops, so export can trace it into the encoder's graph. Heads that train
@@ -8,23 +10,15 @@ papers' augmented-image epochs amount to once features are cached.
 
 from __future__ import annotations
 
-import logging
-import math
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from clipedge.core.errors import ClipedgeError
-
-from .recipe import Augmentation, Recipe
-
-log = logging.getLogger(__name__)
+from .options import TrainOptions
 
 
 @dataclass
@@ -78,77 +72,6 @@ class FewShotProblem:
     @property
     def has_val(self) -> bool:
         return self.val_features is not None and len(self.val_features) > 0
-
-
-COMMON_OPTIONS = ("seed", "device", "precision", "progress")
-
-
-def option_flag(name: str) -> str:
-    """The command-line spelling of an option field: ``batch_size`` → ``--batch-size``."""
-    return "--" + name.replace("_", "-")
-
-
-def require_positive(name: str, value: float | None, what: str) -> None:
-    if value is not None and value <= 0:
-        raise ClipedgeError(f"{option_flag(name)} {value}: expected {what}")
-
-
-@dataclass(kw_only=True)
-class TrainOptions:
-    """What every head accepts: how to run, not what to learn. Each head's ``Options`` subclass adds the
-    knobs it owns; ``None`` there means the method's own default (its recipe)."""
-
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "auto"  # fp32, bf16, or auto (bf16 where the hardware has it)
-    progress: bool = True
-
-    @classmethod
-    def method_fields(cls) -> tuple[str, ...]:
-        """The options this method owns, beyond the common ones."""
-        return tuple(f.name for f in fields(cls) if f.name not in COMMON_OPTIONS)
-
-    def validate(self) -> None:
-        """Refuse values this method cannot use, with the option's name; called by the factory."""
-
-    def augmentation(self) -> Augmentation:
-        """The training features this method needs; by default one eval-transform feature per image."""
-        return Augmentation(views=0)
-
-    def to_record(self) -> dict[str, Any]:
-        """The method's own options for the manifest (``refit_options`` reads them back)."""
-        return {name: getattr(self, name) for name in self.method_fields()}
-
-
-@dataclass(kw_only=True)
-class ViewOptions(TrainOptions):
-    """Options of a method that learns from augmented views of its training images."""
-
-    views: int | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        require_positive("views", self.views, "at least 1 augmented view")
-
-
-@dataclass(kw_only=True)
-class OptimisedOptions(ViewOptions):
-    """Options of a method trained by gradient descent."""
-
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        require_positive("epochs", self.epochs, "a positive integer")
-        require_positive("batch_size", self.batch_size, "a positive integer")
-        require_positive("lr", self.lr, "a positive learning rate")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ClipedgeError(f"{option_flag(name)} {value}: expected one of {', '.join(choices)}")
 
 
 class Head(nn.Module, metaclass=ABCMeta):
@@ -230,89 +153,3 @@ def val_accuracy(head: Head, problem: FewShotProblem, batch_size: int = 4096, dt
     with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = torch.cat([head(chunk).float() for chunk in problem.val_features.split(batch_size)])
     return accuracy(logits, problem.val_labels)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast roughly triples matmul throughput on CPUs with AVX512-BF16 or AMX."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    has_native_bf16 = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512", "AMX") and bool(
-        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    )
-    return torch.bfloat16 if has_native_bf16 else None
-
-
-def train_head(
-    head: Head,
-    problem: FewShotProblem,
-    options: TrainOptions,
-    recipe: Recipe,
-    keep_best_on_val: bool = False,
-    description: str = "train",
-    penalty: Callable[[], torch.Tensor] | None = None,
-) -> Head:
-    """Cross-entropy training of ``head``'s trainable parameters on cached augmented views, per ``recipe``.
-
-    Each epoch shows every image once, as one randomly chosen cached view. With
-    ``keep_best_on_val`` the epoch with the best validation accuracy is kept
-    (never the test set: that is the flaw in the official Tip-Adapter-F script
-    that this avoids). ``penalty``, if given, is added to every batch's loss (CLAP's constraint).
-    """
-    device = torch.device(options.device)
-    generator = torch.Generator().manual_seed(options.seed)
-    torch.manual_seed(options.seed)
-    head.to(device)
-    if keep_best_on_val and problem.has_val:
-        problem = _on_device(problem, device)
-    views, labels = problem.train_features, problem.train_labels
-    num_views, num_images = views.shape[0], views.shape[1]
-    views, labels = views.to(device), labels.to(device)
-    optimizer = recipe.optimizer_for([p for p in head.parameters() if p.requires_grad])
-    batch_size = recipe.batch_size
-    steps_per_epoch = math.ceil(num_images / batch_size)
-    dtype = autocast_dtype(options.precision, device)
-    best_state, best_accuracy = None, -1.0
-    # miniters=1: an epoch can take minutes at ImageNet scale, and tqdm's adaptive interval, set by a fast first
-    # epoch, would otherwise hold the bar at 0/N until the end
-    bar = tqdm(range(recipe.epochs), desc=description, unit="epoch", disable=not options.progress, leave=False,
-               miniters=1)
-    for epoch in bar:
-        head.train()
-        order = torch.randperm(num_images, generator=generator).to(device)
-        chosen_views = torch.randint(num_views, (num_images,), generator=generator).to(device)
-        for step, start in enumerate(range(0, num_images, batch_size)):
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.learning_rate(epoch, step, steps_per_epoch)
-            index = order[start : start + batch_size]
-            batch = views[chosen_views[index], index]
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = F.cross_entropy(head(batch).float(), labels[index])
-                if penalty is not None:
-                    loss = loss + penalty()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if keep_best_on_val and problem.has_val:
-            score = val_accuracy(head, problem, dtype=dtype)
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{score:.3f}")
-            if score > best_accuracy:
-                best_accuracy = score
-                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        else:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    return head.cpu().eval()
-
-
-def _on_device(problem: FewShotProblem, device: torch.device) -> FewShotProblem:
-    if problem.val_features.device == device:
-        return problem
-    return FewShotProblem(
-        problem.text_weights, problem.logit_scale, problem.train_features, problem.train_labels,
-        problem.val_features.to(device), problem.val_labels.to(device),
-    )

@@ -31,9 +31,11 @@ from torch import nn
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, OptimisedOptions, Readout, check_choice, train_head, val_accuracy
+from .base import FewShotProblem, Head, Readout, val_accuracy
+from .options import OptimisedOptions, check_choice
 from .recipe import DASSL_SCALE, TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
+from .training_loop import train_head
 
 log = logging.getLogger(__name__)
 

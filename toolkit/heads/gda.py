@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, Readout, ViewOptions, accuracy
+from .base import FewShotProblem, Head, Readout, accuracy
+from .options import ViewOptions
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
 

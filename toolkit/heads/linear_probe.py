@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, Readout, ViewOptions, accuracy, check_choice
+from .base import FewShotProblem, Head, Readout, accuracy
+from .options import ViewOptions, check_choice
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
 

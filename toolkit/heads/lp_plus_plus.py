@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, Readout, ViewOptions, accuracy, require_positive
+from .base import FewShotProblem, Head, Readout, accuracy
+from .options import ViewOptions, require_positive
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import register_head
 

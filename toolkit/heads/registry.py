@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import COMMON_OPTIONS, Head, TrainOptions, option_flag
+from .base import Head
+from .options import COMMON_OPTIONS, TrainOptions, option_flag
 
 HEADS: dict[str, type[Head]] = {}
 H = TypeVar("H", bound=type[Head])

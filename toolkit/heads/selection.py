@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from clipedge.core.errors import ClipedgeError
 
-from .base import FewShotProblem, Head, TrainOptions, option_flag
+from .base import FewShotProblem, Head
+from .options import TrainOptions, option_flag
 from .recipe import TIP_ADAPTER_SCALE, Augmentation
 from .registry import head_class, head_options
 

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .base import CacheReadout, FewShotProblem, Head, OptimisedOptions, Readout, ViewOptions, train_head
+from .base import CacheReadout, FewShotProblem, Head, Readout
+from .options import OptimisedOptions, ViewOptions
 from .recipe import TIP_ADAPTER_SCALE, Augmentation, Recipe
 from .registry import register_head
+from .training_loop import train_head
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import FewShotProblem, Head, TrainOptions
+from .base import FewShotProblem, Head
+from .options import TrainOptions
 from .registry import register_head
 
 

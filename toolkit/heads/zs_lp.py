@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FewShotProblem, Head, OptimisedOptions, Readout, train_head
+from .base import FewShotProblem, Head, Readout
+from .options import OptimisedOptions
 from .recipe import DASSL_SCALE, Augmentation, Recipe
 from .registry import register_head
+from .training_loop import train_head
 
 RECIPE = Recipe("sgd", lr=0.1, epochs=300, batch_size=256, weight_decay=0.0, momentum=0.9,
                 warmup_epochs=1, warmup_lr=1e-5, per_epoch_schedule=True)
