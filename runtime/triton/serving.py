@@ -24,14 +24,13 @@ from .parameters import (
     THREADS_PARAMETER,
 )
 from .repository import (
-    PLATFORMS,
     RepositoryOptions,
     build_config,
     model_config_pb2,
     parse_config,
-    read_signature,
     write_model_folder,
 )
+from .signature import PLATFORMS, read_signature
 
 ENCODED_SUFFIX = "_encoded"
 

@@ -24,8 +24,9 @@ from clipedge.cli import main
 from clipedge.core.errors import ClipedgeError
 from clipedge.export import export_model
 from clipedge.runtime.contract import sidecar_path
-from clipedge.runtime.triton.repository import RepositoryOptions, build_config, read_signature
+from clipedge.runtime.triton.repository import RepositoryOptions, build_config
 from clipedge.runtime.triton.server import ServeOptions, resolve_model, serving_repository
+from clipedge.runtime.triton.signature import read_signature
 
 ORT_TO_TRITON = {"tensor(uint8)": pb.TYPE_UINT8, "tensor(float)": pb.TYPE_FP32}
 
