@@ -128,7 +128,7 @@ def build_config(signature: ModelSignature, options: RepositoryOptions, backend:
     for name, (dtype, dims) in signature.outputs.items():
         full = dims if batch else [contract.fixed_batch, *dims]
         output = config.output.add(name=name, data_type=pb.DataType.Value(dtype), dims=full)
-        if name == "probs":
+        if name == "probs" and -1 not in dims:  # a bank's class axis varies: a fixed labels.txt would misname it
             output.label_filename = LABELS_FILE
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -194,8 +194,8 @@ def check_repository_destination(repo: Path, name: str, overwrite: bool) -> Path
 
 def write_model_folder(signature: ModelSignature, repo: Path, config, files: dict[str, Path | str],
                        overwrite: bool = False, link: bool = False) -> Path:
-    """Write REPO/NAME with ``config.pbtxt``, ``labels.txt`` and ``files`` (relative name → source file, or
-    text) staged under a hidden name, then renamed into place; the old folder is replaced only once the new
+    """Write REPO/NAME with ``config.pbtxt``, ``labels.txt`` (where the config names it) and ``files`` (relative
+    name → source file, or text) staged under a hidden name, then renamed into place; the old folder is replaced only once the new
     one is complete. ``link`` symlinks source files instead of copying them (``clipedge serve``'s scratch repository)."""
     folder = check_repository_destination(repo, config.name, overwrite)
     check_class_names(signature.contract.class_names, f"model {signature.source}", "Triton's labels.txt (one class per line)")
@@ -203,8 +203,9 @@ def write_model_folder(signature: ModelSignature, repo: Path, config, files: dic
     with staging_folder(folder) as staging:  # under the folder's lock: a second writer is refused in one line
         check_repository_destination(repo, config.name, overwrite)  # again: one may have finished meanwhile
         (staging / "config.pbtxt").write_text(config_text(config), encoding="utf-8")
-        (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in signature.contract.class_names),
-                                           encoding="utf-8")
+        if any(output.label_filename for output in config.output):
+            (staging / LABELS_FILE).write_text("".join(f"{name}\n" for name in signature.contract.class_names),
+                                               encoding="utf-8")
         for relative, source in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)

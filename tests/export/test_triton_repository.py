@@ -217,3 +217,17 @@ def test_serving_repository_has_the_same_contract_and_an_encoded_twin(repository
         assert twin.max_batch_size == (written.max_batch_size or 2) and not twin.model_warmup
         assert (tmp_path / name / names[1] / "labels.txt").read_text() == (repository / name / "labels.txt").read_text()
         assert (tmp_path / name / names[0] / "1" / "model.py").is_file()
+
+
+def test_a_served_bank_model_states_no_labels_its_scores_may_outgrow(run_dir, tmp_path):
+    """An adaptable model's class axis follows its bank, which may gain, lose or rename a class while it is
+    served: a labels.txt of the exported classes on ``probs`` would make Triton's classification extension name
+    the scores wrongly, so the served config names none and each answer carries ``class_names`` instead."""
+    model = export_model(run_dir, tmp_path / "model.onnx", adaptable=True, parity_count=4, progress=False).artifact
+    names = serving_repository(resolve_model(model, ServeOptions(name="bank")), tmp_path / "repo")
+    for name in names:
+        config = read_config(tmp_path / "repo" / name)
+        outputs = {output.name: output for output in config.output}
+        assert set(outputs) == {"logits", "probs", "class_names"} and list(outputs["probs"].dims) == [-1]
+        assert not any(output.label_filename for output in config.output)
+        assert not (tmp_path / "repo" / name / "labels.txt").exists()
