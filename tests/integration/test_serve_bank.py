@@ -94,6 +94,23 @@ def blue_frame(new: Path) -> np.ndarray:
     return frames
 
 
+def test_triton_classification_names_no_class_the_bank_may_have_renamed(server, adaptable):
+    """Asked for its top classes (Triton's classification extension), the served model answers value:index with
+    no label: a label from the exported classes would be wrong once the bank changes; class_names is right."""
+    _, new = adaptable
+    frame = blue_frame(new)
+    client = triton_http.InferenceServerClient(f"{HOST}:{server['port']}")
+    images = triton_http.InferInput("images", list(frame.shape), "UINT8")
+    images.set_data_from_numpy(frame)
+    wanted = [triton_http.InferRequestedOutput("probs", class_count=2), triton_http.InferRequestedOutput("class_names")]
+    result = client.infer("bank", [images], outputs=wanted)
+    top = [entry.decode().split(":") for entry in result.as_numpy("probs")[0]]
+    names, probs = ask(client, frame)
+    assert [len(fields) for fields in top] == [2, 2], top  # value:index, no label
+    assert int(top[0][1]) == int(np.argmax(probs)) and float(top[0][0]) == pytest.approx(float(probs.max()), abs=1e-6)
+    assert [n.decode() for n in result.as_numpy("class_names")[0]] == names
+
+
 def test_bank_changes_under_load_without_a_failed_request(server, adaptable):
     model, new = adaptable
     frame = blue_frame(new)
