@@ -5,7 +5,8 @@
 change it builds a complete new :class:`~clipedge.runtime.Classifier` over the new bank (loading verifies the
 bank's checksum, schema and embedding space) and only then replaces the reference the model serves with. A
 request batch reads the reference once, so it is answered wholly by the old bank or wholly by the new one; a
-bank that does not load is reported through ``log`` and the old classifier keeps serving.
+bank that does not load is reported through ``log`` (which ``clipedge serve`` relays, ``bank_reports.py``)
+and the old classifier keeps serving.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.classifier import Classifier
+
+from .bank_reports import BANK_MARK, REFUSED
 
 #: how often the bank file's (inode, mtime, size) is compared; a change is served within this plus one load
 POLL_SECONDS = 0.5
@@ -53,11 +56,11 @@ class BankWatcher:
         try:
             fresh = self._build()
         except ClipedgeError as error:
-            self._log(f"class bank {self.bank}: not swapped in, still serving revision {self.revision} ({error})")
+            self._log(f"{BANK_MARK}{self.bank}: {REFUSED}, still serving revision {self.revision} ({error})")
             return False
         retired, self.classifier = self.classifier, fresh
         self.revision = fresh.classes.bank.revision if fresh.classes else None
-        self._log(f"class bank {self.bank}: now serving revision {self.revision} "
+        self._log(f"{BANK_MARK}{self.bank}: now serving revision {self.revision} "
                   f"({len(fresh.labels)} classes)")
         # the retired classifier may still be answering a batch that read it before the swap: let it be
         # collected when that batch drops its reference instead of closing its session under it

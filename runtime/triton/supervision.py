@@ -5,7 +5,8 @@ make Triton 2.51 abort, see the docs): it is restarted on the same ports after a
 (at most 30 s), each restart logged with what ended it (the signal or exit status, and where its output was
 kept). **A model's python-backend stub died** (Triton would keep reporting the model ready and fail every
 request): the model is unloaded through Triton's model control at once, so ``/v2/health/ready`` and the
-model's ready endpoint answer false within a second, then loaded again, logged. Each kind of recovery is
+model's ready endpoint answer false within a second, then loaded again, logged. What an adaptable model says
+about its class bank (a swap, a refused bank) is relayed from Triton's log (``bank_reports.py``). Each kind of recovery is
 allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
 command stops everything and raises :class:`~.server.ServerDied`, which the CLI turns into exit status
 ``SERVER_DIED_EXIT`` (3), distinct from a user error (2), with a message naming what died and how.
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 from clipedge.core.errors import ClipedgeError
 
+from .bank_reports import REFUSED, BankReports
 from .processes import describe_exit
 from .server import ServerDied, TritonServer
 from .serving import ENCODED_SUFFIX
@@ -73,7 +75,10 @@ def serve_forever(server: TritonServer, restarts: int = DEFAULT_RESTARTS, echo: 
         echo(f"serving {server.name} ({server.served.model}) through Triton Inference Server:")
         echo(f"  {server.grpc_url}   {server.http_url}   (and {server.name}{ENCODED_SUFFIX} for JPEG/PNG bytes)")
         echo(f"  metrics http://{server.options.host}:{server.options.metrics_port}/metrics; Ctrl-C or SIGTERM stops it")
+        reports = BankReports()
         while not stop.wait(POLL_SECONDS):
+            for line in reports.new_lines(server.log_path):
+                (log.warning if REFUSED in line else log.info)(line)
             status = server.exit_status()
             if status is not None:
                 kept = server.keep_log()

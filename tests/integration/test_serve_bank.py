@@ -63,6 +63,15 @@ def server(adaptable, tmp_path_factory):
     process.wait(30)
 
 
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{HOST}:{port}/v2/health/ready", timeout=2) as response:
@@ -159,6 +168,8 @@ def test_bank_changes_under_load_without_a_failed_request(server, adaptable):
           f"{first_renamed - renamed:.2f} s; {len(every)} requests, 0 failed")
     final = every[-1]
     assert final[1][int(np.argmax(final[2]))] == "blue", "the added class should be answered for its images"
+    relayed = [line for line in server["log"].read_text().splitlines() if "now serving revision" in line]
+    assert len(relayed) == 2 and all(line.endswith("(3 classes)") for line in relayed), relayed  # one per swap
 
 
 def test_a_corrupt_bank_is_refused_and_the_old_classes_kept(server, adaptable):
@@ -175,3 +186,7 @@ def test_a_corrupt_bank_is_refused_and_the_old_classes_kept(server, adaptable):
         names, probs = ask(client, frame)
         assert names == before and len(probs) == len(before)
     assert ready(server["port"])
+    # the refusal reaches the user of `clipedge serve` (relayed from Triton's private log), once
+    refusal = f"class bank {bank}: not swapped in, still serving revision"
+    assert wait_until(lambda: refusal in server["log"].read_text(), 10), server["log"].read_text()
+    assert server["log"].read_text().count(refusal) == 1
