@@ -11,12 +11,14 @@ Three files, staged together and published only after every gate passed:
 The gate: the bank applied to the exported ``embeddings`` (the runtime's own numpy ``bank_logits``) must give the
 fused PyTorch head's probabilities within the tolerance the fused export is held to; the text model must give
 open_clip's normalised text embeddings for the run's prompts and a few hundred generated strings; both graphs must
-pass the static TensorRT check.
+pass the static TensorRT check. The image model carries the reference set an engine built from it on the device is
+gated on (``clipedge engine``), with the frames' fp32 PyTorch embeddings, since the device may change the classes.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.devices import resolve_device
 from clipedge.run_dir import Run, load_run
 from clipedge.runtime.classes import ClassBank, bank_logits, bank_path_for, save_bank
-from clipedge.runtime.contract import BATCH_PROFILE_KEY, INPUT_NAME, run_in_batches
+from clipedge.runtime.contract import BATCH_PROFILE_KEY, INPUT_NAME, REFERENCE_KEY, run_in_batches
 from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 from clipedge.version import __version__
 
@@ -41,7 +43,15 @@ from .initial_bank import embedding_space, file_sha256, initial_bank
 from .metadata import calibration_of, model_metadata, set_onnx_metadata
 from .onnx_export import trace_to_onnx
 from .options import ExportOptions
-from .parity import REFERENCE_BATCH, compare, onnxruntime_backend, parity_images, reference_outputs
+from .parity import (
+    REFERENCE_BATCH,
+    compare,
+    exact_fp32,
+    onnxruntime_backend,
+    parity_images,
+    reference_outputs,
+    reference_set,
+)
 from .result import ExportResult, require_parity
 from .text_model import (
     TEXT_OUTPUT,
@@ -64,6 +74,16 @@ class EmbeddingModel(FusedClassifier):
 
     def classify(self, pixels: torch.Tensor) -> tuple[torch.Tensor]:
         return (self.head.embed(self.encode(pixels)),)
+
+
+@torch.no_grad()
+@exact_fp32()
+def reference_embeddings(backbone: Backbone, run: Run, temperature: float | None, frames: np.ndarray) -> np.ndarray:
+    """fp32 PyTorch ``embeddings`` of model-size ``frames``: what an engine built from the export must reproduce."""
+    module = EmbeddingModel(backbone.model.visual, run.head, run.backbone_spec, temperature)
+    chunks = [module(torch.from_numpy(frames[start : start + REFERENCE_BATCH]).to(module.device))[0].cpu()
+              for start in range(0, len(frames), REFERENCE_BATCH)]
+    return torch.cat(chunks).numpy()
 
 
 def text_model_path_for(model: Path) -> Path:
@@ -150,7 +170,10 @@ def export_adaptable(run_dir: str | Path, options: ExportOptions) -> ExportResul
         parity = compare(bank_probs(bank, model_embeddings(image_onnx, device, reference.frames)), reference,
                          precision, temperature)
         require_parity(parity, run, "adaptable model with its class bank")
-        set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict()})
+        engine_reference = reference_set(reference, precision, temperature)  # what `clipedge engine` is gated on
+        engine_reference = replace(engine_reference, embeddings=reference_embeddings(
+            backbone, run, temperature, engine_reference.frames))
+        set_onnx_metadata(graph.model, {**metadata, "parity": parity.to_dict(), REFERENCE_KEY: engine_reference.encode()})
         onnx.save(graph.model, str(image_onnx))
         require_tensorrt_compatible(image_onnx, artifact)
         bank.space = embedding_space(backbone, image_onnx)

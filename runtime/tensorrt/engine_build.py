@@ -27,9 +27,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipedge.core.atomic import check_destination, publish, staging_folder, write_atomically
 from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart, import_tensorrt
+from clipedge.runtime.classes import bank_path_for, load_bank
+from clipedge.runtime.classes.model_classes import EMBEDDINGS, is_adaptable, model_space
+from clipedge.runtime.classes.readout import BankReadout, probabilities
 from clipedge.runtime.contract import (
     INPUT_NAME,
     REFERENCE_KEY,
@@ -201,7 +206,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, batch: st
                  "source_onnx": onnx_path.name, **engine_fingerprint(staged)}
         sidecar = sidecar_path(staged)
         sidecar.write_text(json.dumps(facts, indent=2) + "\n")
-        gate = gate_engine(staged, reference)
+        gate = gate_engine(staged, reference, onnx_path, metadata)
         if not gate["passed"]:
             raise ClipedgeError(f"model {onnx_path}: the TensorRT engine failed its gate on the {gate['images']} "
                                 f"reference frames: {describe_gate(gate)}; nothing was written")
@@ -212,14 +217,36 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, batch: st
     return EngineBuild(engine_path, sidecar_path(engine_path), facts, gate)
 
 
-def gate_engine(engine: Path, reference: ReferenceSet) -> dict[str, Any]:
+def gate_engine(engine: Path, reference: ReferenceSet, onnx_path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     """Run the engine through the runtime's TensorRT backend (what users run) on the reference frames."""
     from clipedge.runtime.backends.tensorrt_backend import TensorRTBackend
 
     with TensorRTBackend(engine) as backend:
         low, high = backend.batch_range
-        probs = run_in_batches(backend.infer, reference.frames, high, low)["probs"]
-    return reference.compare(probs)
+        outputs = run_in_batches(backend.infer, reference.frames, high, low)
+    return gate_outputs(outputs, reference, onnx_path, metadata)
+
+
+def gate_outputs(outputs: dict[str, np.ndarray], reference: ReferenceSet, onnx_path: Path,
+                 metadata: dict[str, str]) -> dict[str, Any]:
+    """The gate on a built model's outputs for the reference frames.
+
+    A fused model's ``probs`` are held to the fp32 PyTorch probabilities. An adaptable model's ``embeddings``
+    are read out through the class bank beside the ONNX (the one the engine will serve with, which the device
+    may have changed since the export), and so are the reference's fp32 PyTorch embeddings, and the two sets
+    of probabilities are held to each other with the same tolerance.
+    """
+    if not is_adaptable(metadata):
+        return reference.compare(outputs["probs"])
+    if reference.embeddings is None:
+        raise ClipedgeError(f"model {onnx_path}: adaptable, but its reference set has no embeddings; re-export it with "
+                            "this clipedge's `clipedge export RUN --adaptable`")
+    embeddings = outputs[EMBEDDINGS]
+    bank = load_bank(bank_path_for(onnx_path), model_space(onnx_path, metadata, embeddings.shape[1]))
+    readout = BankReadout(bank)
+    probs = lambda e: probabilities(readout(e), bank.temperature)  # noqa: E731
+    return {**reference.through(probs).compare(probs(embeddings)), "bank_revision": bank.revision,
+            "classes": len(bank.names)}
 
 
 def describe_gate(gate: dict[str, Any]) -> str:
