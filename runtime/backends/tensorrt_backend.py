@@ -41,6 +41,7 @@ from ..contract import (
     encode_metadata,
     foreign_engine_metadata,
     read_sidecar,
+    score_output,
     sidecar_path,
 )
 from .base import Backend
@@ -110,7 +111,8 @@ class TensorRTBackend(Backend):
         else:
             low, _, high = self.engine.get_tensor_profile_shape(self.input_name, 0)
             self.batch_range = (int(low[0]), int(high[0]))
-        self.num_classes = int(self.engine.get_tensor_shape("probs")[-1]) if "probs" in self.output_names else None
+        scores = score_output(self.output_names)  # as onnxruntime's backend: an adaptable engine's embeddings width
+        self.num_classes = int(self.engine.get_tensor_shape(scores)[-1]) if scores else None
         self.stream = cuda_check(cudart.cudaStreamCreate())
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
