@@ -141,6 +141,7 @@ class FakeServer:
         self.served = SimpleNamespace(model=Path("model.onnx"))
         self.options = SimpleNamespace(host="127.0.0.1", metrics_port=8002)
         self.grpc_url = self.http_url = "url"
+        self.log_path = None  # no Triton log: nothing for the bank relay to read
 
     def start(self) -> None:
         self.calls.append("start")
