@@ -8,7 +8,7 @@ Three files, staged together and published only after every gate passed:
 - ``model.classes.npz``: the class bank (clipedge.export.initial_bank), written last because it names the other
   two by hash.
 
-The gate: the bank applied to the exported ``embeddings`` (the runtime's own numpy ``bank_logits``) must give the
+The gate: the bank applied to the exported ``embeddings`` (the runtime's own numpy readout) must give the
 fused PyTorch head's probabilities within the tolerance the fused export is held to; the text model must give
 open_clip's normalised text embeddings for the run's prompts and a few hundred generated strings; both graphs must
 pass the static TensorRT check. The image model carries the reference set an engine built from it on the device is
@@ -31,7 +31,8 @@ from clipedge.core.atomic import check_destination, publish, staging_folder
 from clipedge.core.errors import ClipedgeError
 from clipedge.devices import resolve_device
 from clipedge.run_dir import Run, load_run
-from clipedge.runtime.classes import ClassBank, bank_logits, bank_path_for, save_bank
+from clipedge.runtime.classes import bank_path_for, save_bank
+from clipedge.runtime.classes.readout import bank_probabilities
 from clipedge.runtime.contract import BATCH_PROFILE_KEY, INPUT_NAME, REFERENCE_KEY, run_in_batches
 from clipedge.runtime.tensorrt.check import require_tensorrt_compatible
 from clipedge.version import __version__
@@ -89,16 +90,6 @@ def reference_embeddings(backbone: Backbone, run: Run, temperature: float | None
 def text_model_path_for(model: Path) -> Path:
     """``model.onnx`` → ``model.text.onnx`` (``model.fp16.onnx`` → ``model.fp16.text.onnx``): the pair stays together."""
     return model.with_name(model.stem + TEXT_SUFFIX)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def bank_probs(bank: ClassBank, embeddings: np.ndarray) -> np.ndarray:
-    """What the runtime makes of an adaptable model's output: the bank's logits, softmax at its temperature."""
-    return softmax(bank_logits(bank, embeddings) / np.float32(bank.temperature))
 
 
 def model_embeddings(model_path: Path, device: str, frames: np.ndarray) -> np.ndarray:
@@ -167,7 +158,7 @@ def export_adaptable(run_dir: str | Path, options: ExportOptions) -> ExportResul
         image_onnx, text_onnx = staging / artifact.name, staging / text_path.name
         set_onnx_metadata(graph.model, metadata)
         onnx.save(graph.model, str(image_onnx))
-        parity = compare(bank_probs(bank, model_embeddings(image_onnx, device, reference.frames)), reference,
+        parity = compare(bank_probabilities(bank, model_embeddings(image_onnx, device, reference.frames)), reference,
                          precision, temperature)
         require_parity(parity, run, "adaptable model with its class bank")
         engine_reference = reference_set(reference, precision, temperature)  # what `clipedge engine` is gated on

@@ -74,3 +74,8 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     scaled = logits / np.float32(temperature) if temperature != 1.0 else logits
     shifted = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+
+
+def bank_probabilities(bank: ClassBank, embeddings: np.ndarray) -> np.ndarray:
+    """What the runtime makes of an adaptable model's output: the bank's logits, softmax at its temperature."""
+    return probabilities(BankReadout(bank)(embeddings), bank.temperature)

@@ -34,7 +34,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart, import_tensorrt
 from clipedge.runtime.classes import bank_path_for, load_bank
 from clipedge.runtime.classes.model_classes import EMBEDDINGS, is_adaptable, model_space
-from clipedge.runtime.classes.readout import BankReadout, probabilities
+from clipedge.runtime.classes.readout import bank_probabilities
 from clipedge.runtime.contract import (
     INPUT_NAME,
     REFERENCE_KEY,
@@ -243,9 +243,8 @@ def gate_outputs(outputs: dict[str, np.ndarray], reference: ReferenceSet, onnx_p
                             "this clipedge's `clipedge export RUN --adaptable`")
     embeddings = outputs[EMBEDDINGS]
     bank = load_bank(bank_path_for(onnx_path), model_space(onnx_path, metadata, embeddings.shape[1]))
-    readout = BankReadout(bank)
-    probs = lambda e: probabilities(readout(e), bank.temperature)  # noqa: E731
-    return {**reference.through(probs).compare(probs(embeddings)), "bank_revision": bank.revision,
+    read_out = reference.through(lambda e: bank_probabilities(bank, e))
+    return {**read_out.compare(bank_probabilities(bank, embeddings)), "bank_revision": bank.revision,
             "classes": len(bank.names)}
 
 

@@ -6,8 +6,8 @@ make Triton 2.51 abort, see the docs): it is restarted on the same ports after a
 kept). **A model's python-backend stub died** (Triton would keep reporting the model ready and fail every
 request): the model is unloaded through Triton's model control at once, so ``/v2/health/ready`` and the
 model's ready endpoint answer false within a second, then loaded again, logged. What an adaptable model says
-about its class bank (a swap, a refused bank) is relayed from Triton's log (``bank_reports.py``). Each kind of recovery is
-allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
+about its class bank (a swap, a refused bank) is relayed from Triton's log (``bank_reports.py``). Each kind of
+recovery is allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
 command stops everything and raises :class:`~.server.ServerDied`, which the CLI turns into exit status
 ``SERVER_DIED_EXIT`` (3), distinct from a user error (2), with a message naming what died and how.
 """
