@@ -28,25 +28,28 @@ def product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 class BankReadout:
-    """The readout of one bank, with its matrices laid out once: the class rows pre-scaled and transposed, the
-    cache keys as a transposed view (no copy: a large cache is the biggest array a device holds), and α folded
-    into the one-hot values.
+    """The readout of one bank, with its matrices laid out once: the scaled class rows and the cache keys
+    side by side in one [D, C + K] matrix (one product per call), and α folded into the one-hot values.
 
-    Prepared when a bank is loaded or swapped, so a call does its products and little else: right after an
-    onnxruntime call each extra numpy operation costs several microseconds (BENCHMARKS.md, "Classes as data").
+    Prepared when a bank is loaded or swapped, so a call does three small products' worth of arithmetic and
+    nothing else: right after an onnxruntime call each extra numpy operation costs several microseconds
+    (BENCHMARKS.md, "Classes as data"). The keys are copied, not viewed: at ImageNet scale (K = 16,000, D = 512)
+    the copy holds 31 MiB more, but products on the bank's own [K, D] keys took twice as long at batch 1, the
+    camera's batch (benchmarks/readout_layout.py).
     """
 
     def __init__(self, bank: ClassBank):
-        self.dim = bank.dim
-        self.rows = np.ascontiguousarray((np.float32(bank.logit_scale) * bank.weights).T, dtype=np.float32)
-        self.bias = np.asarray(bank.bias, dtype=np.float32)
+        self.dim, self.classes = bank.dim, len(bank.names)
+        columns = [np.float32(bank.logit_scale) * bank.weights]
         self.cached = bool(bank.has_cache and len(bank.cache_labels))
         if self.cached:
-            self.keys = np.asarray(bank.cache_keys, dtype=np.float32).T
-            values = np.zeros((len(bank.cache_labels), len(bank.names)), dtype=np.float32)
+            columns.append(bank.cache_keys)
+            values = np.zeros((len(bank.cache_labels), self.classes), dtype=np.float32)
             values[np.arange(len(bank.cache_labels)), bank.cache_labels] = np.float32(bank.cache_alpha)
             self.alpha_values = values
             self.beta = np.float32(bank.cache_beta)
+        self.columns = np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)
+        self.bias = np.asarray(bank.bias, dtype=np.float32)
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
         """float32 [N, C] logits of ``embeddings`` [N, D]."""
@@ -54,9 +57,10 @@ class BankReadout:
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
             raise ClipedgeError(f"embeddings: expected float32 [N, {self.dim}] for this class bank, got "
                                 f"{list(embeddings.shape)}")
-        logits = product(embeddings, self.rows) + self.bias
+        scores = product(embeddings, self.columns)
+        logits = scores[:, :self.classes] + self.bias
         if self.cached:
-            affinity = np.exp(self.beta * (product(embeddings, self.keys) - np.float32(1.0)))
+            affinity = np.exp(self.beta * (scores[:, self.classes:] - np.float32(1.0)))
             logits += product(affinity, self.alpha_values)
         return logits
 
