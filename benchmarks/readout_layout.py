@@ -1,11 +1,16 @@
-"""Why BankReadout copies the cache keys: the two layouts of a large bank's readout products, timed side by side.
+"""Why BankReadout lays a large bank out as it does: each of its two layout choices timed against the other way.
 
-``concatenated`` is what the runtime does (runtime/classes/readout.py): the scaled class rows and a copy of the
-cache keys in one [D, C + K] matrix, one product per call. ``bank's own keys`` multiplies by the class rows and by
-a transposed view of the bank's [K, D] keys, holding no copy. The bank is random (only the shapes matter), at
-ImageNet scale by default: 1,000 classes, a 16-shot cache of 16,000 keys, D = 512 (ViT-B/32).
+1. Keys: ``concatenated`` is what the runtime does (runtime/classes/readout.py), the scaled class rows and a copy
+   of the cache keys in one [D, C + K] matrix, one product per call; ``bank's own keys`` multiplies by the class
+   rows and by a transposed view of the bank's [K, D] keys, holding no copy.
+2. Cache term, from the [N, K] affinities: ``per-class sum`` is what the runtime does, the keys grouped by class
+   and summed per class; ``one-hot product`` is the fused graph's form, a product with the α-scaled [K, C] one-hot
+   matrix of the keys' labels.
 
-Run: python benchmarks/readout_layout.py  (about a minute on 2 CPU cores).
+The bank is random (only the shapes matter), at ImageNet scale by default: 1,000 classes, a 16-shot cache of
+16,000 keys, D = 512 (ViT-B/32).
+
+Run: python benchmarks/readout_layout.py  (about two minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -48,22 +53,38 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((args.classes, args.dim), dtype=np.float32)
     keys = rng.standard_normal((args.keys, args.dim), dtype=np.float32)
+    labels = np.sort(rng.integers(0, args.classes, args.keys))
+    alpha = np.float32(1.7)
     concatenated = np.ascontiguousarray(np.concatenate([rows, keys]).T)
     class_rows, key_view = np.ascontiguousarray(rows.T), keys.T
-    layouts = {
-        "concatenated": (lambda e: product(e, concatenated), concatenated.nbytes),
-        "bank's own keys": (lambda e: (product(e, class_rows), product(e, key_view)), class_rows.nbytes),
+    onehot = np.zeros((args.keys, args.classes), dtype=np.float32)
+    onehot[np.arange(args.keys), labels] = alpha
+    keyed_classes, first_keys = np.unique(labels, return_index=True)
+
+    def per_class_sum(affinity: np.ndarray) -> np.ndarray:
+        logits = np.zeros((len(affinity), args.classes), dtype=np.float32)
+        logits[:, keyed_classes] += alpha * np.add.reduceat(affinity, first_keys, axis=1)
+        return logits
+
+    choices = {
+        "keys": {"concatenated": (lambda e: product(e, concatenated), concatenated.nbytes),
+                 "bank's own keys": (lambda e: (product(e, class_rows), product(e, key_view)), class_rows.nbytes)},
+        "cache term": {"per-class sum": (per_class_sum, first_keys.nbytes),
+                       "one-hot product": (lambda a: product(a, onehot), onehot.nbytes)},
     }
     table = []
     for batch in (int(b) for b in args.batches.split(",")):
-        embeddings = rng.standard_normal((batch, args.dim), dtype=np.float32)
-        medians = alternating_medians({name: (lambda r=readout, e=embeddings: r(e)) for name, (readout, _) in layouts.items()},
-                                      args.rounds, args.iters)
-        for name, (_, held) in layouts.items():
-            table.append([batch, name, f"{held / 2**20:.1f}", f"{medians[name]:.3f}"])
-    print(f"C = {args.classes}, K = {args.keys}, D = {args.dim}; p50 of {args.rounds} × {args.iters} calls")
-    print(format_table(["batch", "layout", "MiB held beside the bank", "p50 ms"], table))
-
+        inputs = {"keys": rng.standard_normal((batch, args.dim), dtype=np.float32),
+                  "cache term": rng.random((batch, args.keys), dtype=np.float32)}
+        for choice, layouts in choices.items():
+            medians = alternating_medians(
+                {name: (lambda f=call, x=inputs[choice]: f(x)) for name, (call, _) in layouts.items()},
+                args.rounds, args.iters)
+            for name, (_, held) in layouts.items():
+                table.append([batch, choice, name, f"{held / 2**20:.1f}", f"{medians[name]:.3f}"])
+    print(f"C = {args.classes}, K = {args.keys}, D = {args.dim}; p50 of {args.rounds} × {args.iters} calls; "
+          "the runtime's layout first in each pair")
+    print(format_table(["batch", "choice", "layout", "MiB held beside the bank", "p50 ms"], table))
 
 if __name__ == "__main__":
     main()

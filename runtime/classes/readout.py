@@ -29,13 +29,15 @@ def product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 class BankReadout:
     """The readout of one bank, with its matrices laid out once: the scaled class rows and the cache keys
-    side by side in one [D, C + K] matrix (one product per call), and α folded into the one-hot values.
+    side by side in one [D, C + K] matrix (one product per call), the keys grouped by class so that the cache
+    term is a per-class sum of affinities.
 
-    Prepared when a bank is loaded or swapped, so a call does three small products' worth of arithmetic and
-    nothing else: right after an onnxruntime call each extra numpy operation costs several microseconds
-    (BENCHMARKS.md, "Classes as data"). The keys are copied, not viewed: at ImageNet scale (K = 16,000, D = 512)
-    the copy holds 31 MiB more, but products on the bank's own [K, D] keys took twice as long at batch 1, the
-    camera's batch (benchmarks/readout_layout.py).
+    Prepared when a bank is loaded or swapped, so a call does its products and sums and nothing else: right after
+    an onnxruntime call each extra numpy operation costs several microseconds (BENCHMARKS.md, "Classes as data").
+    The keys are copied, not viewed: at ImageNet scale (K = 16,000, D = 512) the copy holds 31 MiB more, but
+    products on the bank's own [K, D] keys took twice as long at batch 1, the camera's batch
+    (benchmarks/readout_layout.py). The per-class sum replaces the graph's [K, C] one-hot product, which at that
+    scale held 61 MiB and took 2.0–2.5 ms at batch 1 against 0.02–0.03 ms.
     """
 
     def __init__(self, bank: ClassBank):
@@ -43,11 +45,11 @@ class BankReadout:
         columns = [np.float32(bank.logit_scale) * bank.weights]
         self.cached = bool(bank.has_cache and len(bank.cache_labels))
         if self.cached:
-            columns.append(bank.cache_keys)
-            values = np.zeros((len(bank.cache_labels), self.classes), dtype=np.float32)
-            values[np.arange(len(bank.cache_labels)), bank.cache_labels] = np.float32(bank.cache_alpha)
-            self.alpha_values = values
-            self.beta = np.float32(bank.cache_beta)
+            by_class = np.argsort(bank.cache_labels, kind="stable")
+            columns.append(bank.cache_keys[by_class])
+            self.keyed_classes, self.first_keys = np.unique(bank.cache_labels[by_class], return_index=True)
+            self.every_class_keyed = len(self.keyed_classes) == self.classes
+            self.alpha, self.beta = np.float32(bank.cache_alpha), np.float32(bank.cache_beta)
         self.columns = np.ascontiguousarray(np.concatenate(columns).T, dtype=np.float32)
         self.bias = np.asarray(bank.bias, dtype=np.float32)
 
@@ -61,7 +63,12 @@ class BankReadout:
         logits = scores[:, :self.classes] + self.bias
         if self.cached:
             affinity = np.exp(self.beta * (scores[:, self.classes:] - np.float32(1.0)))
-            logits += product(affinity, self.alpha_values)
+            per_class = np.add.reduceat(affinity, self.first_keys, axis=1)
+            per_class *= self.alpha
+            if self.every_class_keyed:
+                logits += per_class
+            else:
+                logits[:, self.keyed_classes] += per_class
         return logits
 
 

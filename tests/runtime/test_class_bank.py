@@ -153,10 +153,19 @@ def test_bank_path_for_an_onnx_and_its_engine():
     assert bank_path_for("cam.plan") == Path("cam.classes.npz")
 
 
-def test_bank_logits_is_the_readout_formula():
+def shuffled_without_keys_of(cached: ClassBank, unkeyed: int, rng: np.random.Generator) -> ClassBank:
+    """The bank with its cache keys in random order and none left for class ``unkeyed`` (a class added by name)."""
+    kept = rng.permutation(np.flatnonzero(cached.cache_labels != unkeyed))
+    return dataclasses.replace(cached, cache_keys=cached.cache_keys[kept], cache_labels=cached.cache_labels[kept])
+
+
+@pytest.mark.parametrize("layout", ["as made", "shuffled, a class without keys"])
+def test_bank_logits_is_the_readout_formula(layout):
     rng = np.random.default_rng(3)
     cached = bank(cache=True)
     cached.bias = rng.normal(size=3).astype(np.float32)
+    if layout != "as made":
+        cached = shuffled_without_keys_of(cached, 1, rng)
     embeddings = rng.normal(size=(5, DIM))
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     onehot = np.eye(3)[cached.cache_labels]
