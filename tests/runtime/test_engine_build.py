@@ -3,7 +3,7 @@ builder's logic.
 
 TensorRT cannot be installed where CI runs. What needs it is split in two:
 - ``test_logic_*`` run the builder's code against ``FakeTensorRT``, a stand-in recording what the builder asks
-  for. It is written from TensorRT's Python API names (NVIDIA/TensorRT ``python/src/infer/pyCore.cpp``), so
+  for. Every name it offers is bound by NVIDIA's TensorRT 10.3, 10.16 and 11.1 (test_tensorrt_api.py), and
   these tests check our logic (flags, profile, caches), never TensorRT's behaviour;
 - ``test_real_tensorrt_*`` build and run a real clipedge export end to end, and run wherever ``import
   tensorrt`` works and a GPU is visible (the skip reason says which is missing).
