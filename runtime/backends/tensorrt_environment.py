@@ -17,7 +17,7 @@ def install_hint() -> str:
     """What to install, for this platform: JetPack's own TensorRT on a Jetson (aarch64), the wheels elsewhere."""
     if platform.machine().lower() in ("aarch64", "arm64"):
         return ("on a Jetson use JetPack's TensorRT: create the venv with `python3 -m venv --system-site-packages`, "
-                "then pip install cuda-python (docs/gpu.md)")
+                "then pip install 'cuda-python>=12.6,<13' (docs/gpu.md)")
     return "pip install 'clipedge[tensorrt]' (tensorrt, cuda-python) on a machine with an NVIDIA GPU"
 
 
@@ -51,10 +51,20 @@ def cuda_check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+#: cudaError_t's cudaErrorInsufficientDriver: the driver is missing or older than cuda-python's CUDA runtime. The
+#: likely case on a GPU machine is cuda-python 13 (which needs a CUDA 13 driver, R580 or newer) beside a CUDA 12
+#: driver, JetPack 6's among them (NVIDIA/cutlass#2866).
+INSUFFICIENT_DRIVER = 35
+
+
 def current_gpu(cudart: Any) -> dict[str, str]:
     """Name and compute capability ("major.minor") of the current CUDA device; engines run only on its architecture."""
-    count = cudart.cudaGetDeviceCount()
-    if int(count[0]) != 0 or count[1] == 0:
+    error, count = cudart.cudaGetDeviceCount()
+    if int(error) == INSUFFICIENT_DRIVER:
+        raise ClipedgeError("CUDA: no NVIDIA driver, or one older than cuda-python's CUDA runtime "
+                            "(cudaErrorInsufficientDriver); on a CUDA 12 driver (JetPack 6) install "
+                            "'cuda-python>=12.6,<13', since cuda-python 13 needs a CUDA 13 driver (R580+)")
+    if int(error) != 0 or count == 0:
         raise ClipedgeError("no CUDA GPU is visible; TensorRT engines are built and run on the GPU that runs them")
     properties = cuda_check(cudart.cudaGetDeviceProperties(cuda_check(cudart.cudaGetDevice())))
     name = properties.name
