@@ -193,13 +193,12 @@ def latency(fused: Path, adaptable: Path, work: Path, batches: list[int], rounds
     variants = {"fused": lambda b: fused_classifier.infer(b)["probs"],
                 "bank (host numpy)": lambda b: bank_classifier.infer(b)["probs"],
                 "bank (graph inputs)": lambda b: session.run(["probs"], {"images": b, **feeds})[0]}
-    readout = READOUT_ALONE
     rows = []
     for batch in batches:
         frames = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
         reference = variants["fused"](frames)
         deltas = {name: f"{np.abs(call(frames) - reference).max():.1e}" for name, call in variants.items()}
-        times: dict[str, list[float]] = {name: [] for name in [*variants, readout]}
+        times: dict[str, list[float]] = {name: [] for name in [*variants, READOUT_ALONE]}
         for _ in tqdm(range(rounds), desc=f"latency batch {batch}", leave=False):
             for name, call in variants.items():
                 for _ in range(iters):
@@ -210,7 +209,7 @@ def latency(fused: Path, adaptable: Path, work: Path, batches: list[int], rounds
                 embeddings = bank_classifier.backend.infer(frames)[EMBEDDINGS]
                 started = time.perf_counter()
                 probabilities(bank_classifier.classes.logits(embeddings), bank.temperature)
-                times[readout].append(time.perf_counter() - started)
+                times[READOUT_ALONE].append(time.perf_counter() - started)
         fused_p50 = statistics.median(times["fused"])
         rows += [[batch, name, round(1000 * statistics.median(t), 3), round(statistics.median(t) / fused_p50, 3),
                   deltas.get(name, "")] for name, t in times.items()]

@@ -3,9 +3,9 @@
 1. Keys: ``concatenated`` is what the runtime does (runtime/classes/readout.py), the scaled class rows and a copy
    of the cache keys in one [D, C + K] matrix, one product per call; ``bank's own keys`` multiplies by the class
    rows and by a transposed view of the bank's [K, D] keys, holding no copy.
-2. Cache term, from the [N, K] affinities: ``per-class sum`` is what the runtime does, the keys grouped by class
-   and summed per class; ``one-hot product`` is the fused graph's form, a product with the α-scaled [K, C] one-hot
-   matrix of the keys' labels.
+2. Cache term, from the [N, K] affinities into the [N, C] logits: ``per-class sum`` is the runtime's arithmetic
+   (BankReadout.__call__), the keys grouped by class and summed per class; ``one-hot product`` is the fused graph's
+   form, a product with the α-scaled [K, C] one-hot matrix of the keys' labels.
 
 The bank is random (only the shapes matter), at ImageNet scale by default: 1,000 classes, a 16-shot cache of
 16,000 keys, D = 512 (ViT-B/32).
@@ -60,17 +60,25 @@ def main() -> None:
     onehot = np.zeros((args.keys, args.classes), dtype=np.float32)
     onehot[np.arange(args.keys), labels] = alpha
     keyed_classes, first_keys = np.unique(labels, return_index=True)
+    every_class_keyed = len(keyed_classes) == args.classes
+    logits = np.zeros((max(int(b) for b in args.batches.split(",")), args.classes), dtype=np.float32)
 
-    def per_class_sum(affinity: np.ndarray) -> np.ndarray:
-        logits = np.zeros((len(affinity), args.classes), dtype=np.float32)
-        logits[:, keyed_classes] += alpha * np.add.reduceat(affinity, first_keys, axis=1)
-        return logits
+    def per_class_sum(affinity: np.ndarray) -> None:  # as BankReadout.__call__ adds the cache term to its logits
+        per_class = np.add.reduceat(affinity, first_keys, axis=1)
+        per_class *= alpha
+        if every_class_keyed:
+            logits[:len(affinity)] += per_class
+        else:
+            logits[:len(affinity), keyed_classes] += per_class
+
+    def one_hot_product(affinity: np.ndarray) -> None:
+        logits[:len(affinity)] += product(affinity, onehot)
 
     choices = {
         "keys": {"concatenated": (lambda e: product(e, concatenated), concatenated.nbytes),
                  "bank's own keys": (lambda e: (product(e, class_rows), product(e, key_view)), class_rows.nbytes)},
         "cache term": {"per-class sum": (per_class_sum, first_keys.nbytes),
-                       "one-hot product": (lambda a: product(a, onehot), onehot.nbytes)},
+                       "one-hot product": (one_hot_product, onehot.nbytes)},
     }
     table = []
     for batch in (int(b) for b in args.batches.split(",")):
@@ -85,6 +93,7 @@ def main() -> None:
     print(f"C = {args.classes}, K = {args.keys}, D = {args.dim}; p50 of {args.rounds} × {args.iters} calls; "
           "the runtime's layout first in each pair")
     print(format_table(["batch", "choice", "layout", "MiB held beside the bank", "p50 ms"], table))
+
 
 if __name__ == "__main__":
     main()

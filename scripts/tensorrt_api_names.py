@@ -2,11 +2,14 @@
 
 TensorRT cannot be installed where clipedge's CI runs, so the code that calls it is checked against what NVIDIA
 publishes instead: the pybind11 bindings in a checkout of NVIDIA/TensorRT (``python/src/**/*.cpp``: every
-``py::class_`` and ``py::enum_`` with its ``.def``, property and ``.value`` names and keyword arguments) and the
-package's own Python (``python/packaging/bindings_wheel/tensorrt/__init__.py``: ``nptype`` and the like). One
-JSON per release branch: names only, no code (tests/vendor/tensorrt_api/).
+``py::class_`` and ``py::enum_`` with its ``.def``, property and ``.value`` names and their keyword arguments, and
+the ``m.def``/``m.attr`` module names) and the functions of the package's own ``__init__.py``
+(``python/packaging/bindings_wheel/tensorrt/__init__.py``: ``nptype`` and the like). One JSON per release branch,
+names only, no code (tests/vendor/tensorrt_api/). Not recorded: what that ``__init__.py`` attaches to bound classes
+at import (``DataType.itemsize``, ``__enter__``), ``py::bind_vector`` containers and constructor keywords; a use of
+one fails the test until the recorder learns it, never the other way round.
 
-Run: python scripts/tensorrt_api_names.py GIT_DIR release/10.3 release/10.16 main --out tests/vendor/tensorrt_api
+Run: python scripts/tensorrt_api_names.py GIT_DIR release/10.3 release/10.16 release/11.1 --out tests/vendor/tensorrt_api
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 BINDING = re.compile(r'py::(class_|enum_)<(?P<types>[^;{(]*?)>\s*(?P<var>\w+)?\s*[({]\s*(?P<scope>\w+)\s*,\s*"(?P<name>\w+)"')
-MEMBER = re.compile(r'\.(def|def_static|def_property|def_property_readonly|def_readwrite|def_readonly|value)\s*\(\s*"(\w+)"')
+MEMBER = re.compile(r'\.(def|def_static|def_(?:property|readwrite|readonly)(?:_readonly)?(?:_static)?|value)\s*\(\s*"(\w+)"')
 LATER = re.compile(r'\b(?P<var>\w+)\s*(?=\.\s*def\w*\s*\()')
 KEYWORD = re.compile(r'"(\w+)"_a|py::arg\(\s*"(\w+)"')
 PACKAGE = "python/packaging/bindings_wheel/tensorrt/__init__.py"
@@ -103,7 +106,7 @@ def bindings(sources: list[str]) -> dict[str, dict]:
 
 
 def module_functions(sources: list[str], package: str) -> list[str]:
-    bound = {m.group(1) for text in sources for m in re.finditer(r'\bm\.def\s*\(\s*"(\w+)"', text)}
+    bound = {m.group(1) for text in sources for m in re.finditer(r'\bm\.(?:def|attr)\s*\(\s*"(\w+)"', text)}
     python = set(re.findall(r"^def (\w+)\(", package, re.MULTILINE)) | {"__version__"}
     return sorted(name for name in bound | python if not name.startswith("_") or name == "__version__")
 
@@ -135,7 +138,7 @@ def main() -> None:
         target = args.out / f"tensorrt-{recorded['version']}.json"
         target.write_text(json.dumps(recorded, indent=1) + "\n")
         print(f"{ref} ({recorded['commit'][:12]}): TensorRT {recorded['version']}, {len(recorded['classes'])} "
-              f"classes and enums, {len(recorded['module'])} module functions -> {target}")
+              f"classes and enums, {len(recorded['module'])} module names -> {target}")
 
 
 if __name__ == "__main__":

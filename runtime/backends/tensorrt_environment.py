@@ -51,22 +51,29 @@ def cuda_check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-#: cudaError_t's cudaErrorInsufficientDriver: the driver is missing or older than cuda-python's CUDA runtime. The
-#: likely case on a GPU machine is cuda-python 13 (which needs a CUDA 13 driver, R580 or newer) beside a CUDA 12
-#: driver, JetPack 6's among them (NVIDIA/cutlass#2866).
+#: cudaError_t's cudaErrorInsufficientDriver: no driver, or one older than cuda-python's CUDA runtime. With a driver
+#: present the likely case is cuda-python 13 (which needs a CUDA 13 driver, R580 or newer) beside a CUDA 12 driver,
+#: JetPack 6's among them (NVIDIA/cutlass#2866).
 INSUFFICIENT_DRIVER = 35
+NO_GPU = "no CUDA GPU is visible; TensorRT engines are built and run on the GPU that runs them"
 
 
 def current_gpu(cudart: Any) -> dict[str, str]:
     """Name and compute capability ("major.minor") of the current CUDA device; engines run only on its architecture."""
     error, count = cudart.cudaGetDeviceCount()
-    if int(error) == INSUFFICIENT_DRIVER:
-        raise ClipedgeError("CUDA: no NVIDIA driver, or one older than cuda-python's CUDA runtime "
+    if int(error) == INSUFFICIENT_DRIVER and cuda_check(cudart.cudaDriverGetVersion()):
+        raise ClipedgeError(f"CUDA: this driver (CUDA {driver_cuda(cudart)}) is older than cuda-python's CUDA runtime "
                             "(cudaErrorInsufficientDriver); on a CUDA 12 driver (JetPack 6) install "
                             "'cuda-python>=12.6,<13', since cuda-python 13 needs a CUDA 13 driver (R580+)")
     if int(error) != 0 or count == 0:
-        raise ClipedgeError("no CUDA GPU is visible; TensorRT engines are built and run on the GPU that runs them")
+        raise ClipedgeError(NO_GPU)
     properties = cuda_check(cudart.cudaGetDeviceProperties(cuda_check(cudart.cudaGetDevice())))
     name = properties.name
     name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
     return {"gpu_name": name.rstrip("\x00").strip(), "compute_capability": f"{properties.major}.{properties.minor}"}
+
+
+def driver_cuda(cudart: Any) -> str:
+    """The CUDA version the installed driver supports, as "major.minor" (cudaDriverGetVersion's 1000·major + 10·minor)."""
+    version = cuda_check(cudart.cudaDriverGetVersion())
+    return f"{version // 1000}.{version % 1000 // 10}"

@@ -19,6 +19,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.export import export_model
 from clipedge.runtime import Classifier
 from clipedge.runtime.backends import open_backend
+from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart
 from clipedge.runtime.contract import REFERENCE_KEY, read_reference_set, run_in_batches
 from clipedge.runtime.contract.onnx_metadata import onnx_metadata_of
 from clipedge.runtime.tensorrt.engine_build import gate_outputs, read_buildable_metadata
@@ -100,15 +101,13 @@ def tensorrt_and_gpu() -> str | None:
     """Why the real engine test cannot run here, or None when it can."""
     try:
         import tensorrt  # noqa: F401
-
-        from clipedge.runtime.backends.tensorrt_environment import import_cudart
-
-        count = import_cudart().cudaGetDeviceCount()
     except ImportError:
         return "TensorRT is not installed (pip install 'clipedge[tensorrt]', or JetPack's TensorRT on a Jetson)"
-    except ClipedgeError as error:
+    try:
+        current_gpu(import_cudart())
+    except ClipedgeError as error:  # cuda-python absent, no driver or no GPU: the refusal says which
         return str(error)
-    return None if int(count[0]) == 0 and count[1] > 0 else "no CUDA GPU is visible"
+    return None
 
 
 @pytest.mark.tensorrt

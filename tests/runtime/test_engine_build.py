@@ -33,6 +33,7 @@ from clipedge.export import export_model
 from clipedge.runtime import Classifier
 from clipedge.runtime.backends.onnxruntime_backend import tensorrt_options
 from clipedge.runtime.backends.onnxruntime_options import tensorrt_provider_options
+from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart
 from clipedge.runtime.contract import (
     BatchProfile,
     ReferenceSet,
@@ -52,13 +53,9 @@ def tensorrt_and_gpu() -> str | None:
     except ImportError:
         return "TensorRT is not installed (pip install 'clipedge[tensorrt]', or JetPack's TensorRT on a Jetson)"
     try:
-        from clipedge.runtime.backends.tensorrt_environment import import_cudart
-
-        count = import_cudart().cudaGetDeviceCount()
-    except ClipedgeError as error:
+        current_gpu(import_cudart())
+    except ClipedgeError as error:  # cuda-python absent, no driver or no GPU: the refusal says which
         return str(error)
-    if int(count[0]) != 0 or count[1] == 0:
-        return "no CUDA GPU is visible"
     return None
 
 

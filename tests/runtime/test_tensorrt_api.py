@@ -19,14 +19,18 @@ import pytest
 
 VENDOR = Path(__file__).resolve().parents[1] / "vendor" / "tensorrt_api"
 RELEASES = sorted(VENDOR.glob("tensorrt-*.json"))
-#: the modules that call TensorRT, and the receivers in them that hold a TensorRT object → its class
+#: the modules that call TensorRT → (the function or class that holds TensorRT objects, its receivers → their
+#: TensorRT class). Every name there assigned from a TensorRT call is a receiver or in OPAQUE, so none goes unchecked.
 CALLERS = {
-    "clipedge.runtime.tensorrt.engine_build": {
+    "clipedge.runtime.tensorrt.engine_build": ("serialize_network", {
         "builder": "Builder", "parser": "OnnxParser", "config": "IBuilderConfig", "profile": "IOptimizationProfile",
-        "parser.get_error(0)": "ParserError", "config.get_timing_cache()": "ITimingCache"},
-    "clipedge.runtime.backends.tensorrt_backend": {
-        "runtime": "Runtime", "self.engine": "ICudaEngine", "self.context": "IExecutionContext"},
+        "parser.get_error(0)": "ParserError", "config.get_timing_cache()": "ITimingCache"}),
+    "clipedge.runtime.backends.tensorrt_backend": ("TensorRTBackend", {
+        "runtime": "Runtime", "self.engine": "ICudaEngine", "self.context": "IExecutionContext"}),
 }
+#: TensorRT objects the code only passes on or indexes, never reads an attribute of (asserted below)
+OPAQUE = {"logger", "network", "serialized", "low", "_", "high"}
+ROOTS = ("trt", "self.trt")
 #: FakeTensorRT's classes → the TensorRT classes they stand in for
 STAND_INS = {"Logger": "Logger", "TimingCache": "ITimingCache", "Config": "IBuilderConfig",
              "Profile": "IOptimizationProfile", "Builder": "Builder", "Error": "ParserError", "OnnxParser": "OnnxParser"}
@@ -54,23 +58,46 @@ def module_uses(tree: ast.AST) -> set[tuple[str, ...]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and not isinstance(getattr(node, "parent", None), ast.Attribute):
             parts, value = [node.attr], node.value
-            while isinstance(value, ast.Attribute) and ast.unparse(value) != "self.trt":
+            while isinstance(value, ast.Attribute) and ast.unparse(value) not in ROOTS:
                 parts.insert(0, value.attr)
                 value = value.value
-            if ast.unparse(value) in ("trt", "self.trt"):
+            if ast.unparse(value) in ROOTS:
                 chains.add(tuple(parts))
     return chains
 
 
-def receiver_uses(tree: ast.AST, receivers: dict[str, str]) -> set[tuple[str, str, tuple[str, ...]]]:
+def receiver_uses(scope: ast.AST, receivers: dict[str, str]) -> set[tuple[str, str, tuple[str, ...]]]:
     """(receiver, member, keyword names) for every attribute read or method called on a TensorRT receiver."""
     uses = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(scope):
         if isinstance(node, ast.Attribute) and ast.unparse(node.value) in receivers:
             call = getattr(node, "parent", None)
             keywords = tuple(k.arg for k in call.keywords) if isinstance(call, ast.Call) and call.func is node else ()
             uses.add((ast.unparse(node.value), node.attr, keywords))
     return uses
+
+
+def from_tensorrt(value: ast.AST, receivers: dict[str, str]) -> bool:
+    """Whether ``value`` is a call on the tensorrt module or on a receiver (its result a TensorRT object)."""
+    if not isinstance(value, ast.Call):
+        return False
+    node = value.func
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        if ast.unparse(node) in (*ROOTS, *receivers):
+            return True
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return ast.unparse(node) in (*ROOTS, *receivers)
+
+
+def held_objects(scope: ast.AST, receivers: dict[str, str]) -> set[str]:
+    """The names in ``scope`` assigned from a TensorRT call."""
+    held = set()
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Assign) and from_tensorrt(node.value, receivers):
+            for target in node.targets:
+                elements = target.elts if isinstance(target, ast.Tuple) else [target]
+                held |= {ast.unparse(element) for element in elements}
+    return held
 
 
 def parsed(path: Path) -> ast.AST:
@@ -98,10 +125,17 @@ def test_every_tensorrt_name_the_code_calls_is_bound(api, module):
     assert chains, f"{module}: no trt.* use found; the scan no longer sees the code"
     for chain in chains:
         assert api.has(chain[0]), f"{module}: trt.{chain[0]} is not in TensorRT {api.version}"
-        for owner, member in zip(chain, chain[1:]):
+        for depth, (owner, member) in enumerate(zip(chain, chain[1:]), start=1):
+            assert depth == 1 and owner in api.classes, \
+                f"{module}: trt.{'.'.join(chain)}: this test reads trt.Class.member, not deeper; extend it"
             assert member in api.members(owner), f"{module}: trt.{'.'.join(chain)} is not in TensorRT {api.version}"
-    receivers = CALLERS[module]
-    uses = receiver_uses(tree, receivers)
+    scope_name, receivers = CALLERS[module]
+    scope = next(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == scope_name)
+    unmapped = held_objects(scope, receivers) - set(receivers) - OPAQUE
+    assert not unmapped, f"{module}: TensorRT objects held as {sorted(unmapped)}: add them to CALLERS or OPAQUE"
+    read = {ast.unparse(n.value) for n in ast.walk(scope) if isinstance(n, ast.Attribute)} & OPAQUE
+    assert not read, f"{module}: attributes read on {sorted(read)}: move them from OPAQUE to CALLERS"
+    uses = receiver_uses(scope, receivers)
     assert {receiver for receiver, _, _ in uses} == set(receivers), "a receiver in CALLERS is no longer used"
     for receiver, member, keywords in uses:
         bound = api.members(receivers[receiver])
