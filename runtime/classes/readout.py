@@ -37,7 +37,7 @@ class BankReadout:
     The keys are copied, not viewed: at ImageNet scale (K = 16,000, D = 512) the copy holds 31 MiB more, but
     products on the bank's own [K, D] keys took twice as long at batch 1, the camera's batch
     (benchmarks/readout_layout.py). The per-class sum replaces the graph's [K, C] one-hot product, which at that
-    scale held 61 MiB and took 2.0–2.5 ms at batch 1 against 0.02–0.03 ms.
+    scale held 61 MiB and took 2.0–2.8 ms at batch 1 against 0.01–0.03 ms.
     """
 
     def __init__(self, bank: ClassBank):
