@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import COLOURS, write_image_folder
+from tensorrt_machine import needs_tensorrt_and_gpu
 
 import clipedge
 from clipedge.cli import main
@@ -19,7 +20,6 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.export import export_model
 from clipedge.runtime import Classifier
 from clipedge.runtime.backends import open_backend
-from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart
 from clipedge.runtime.contract import REFERENCE_KEY, read_reference_set, run_in_batches
 from clipedge.runtime.contract.onnx_metadata import onnx_metadata_of
 from clipedge.runtime.tensorrt.engine_build import gate_outputs, read_buildable_metadata
@@ -97,21 +97,8 @@ def test_clipedge_engine_takes_an_adaptable_model_up_to_tensorrt(adaptable, tmp_
     assert not (tmp_path / "model.engine").exists()
 
 
-def tensorrt_and_gpu() -> str | None:
-    """Why the real engine test cannot run here, or None when it can."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed (pip install 'clipedge[tensorrt]', or JetPack's TensorRT on a Jetson)"
-    try:
-        current_gpu(import_cudart())
-    except ClipedgeError as error:  # cuda-python absent, no driver or no GPU: the refusal says which
-        return str(error)
-    return None
-
-
 @pytest.mark.tensorrt
-@pytest.mark.skipif(tensorrt_and_gpu() is not None, reason=tensorrt_and_gpu() or "")
+@needs_tensorrt_and_gpu
 def test_real_engine_of_an_adaptable_model_serves_a_changed_bank(adaptable, tmp_path):
     """Where TensorRT and a GPU exist: `clipedge engine` builds and gates the engine, which then reads the bank
     beside it, answers as the ONNX does, and takes a new class without a rebuild."""

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from conftest import write_image_folder
 from onnx import TensorProto, helper
 from onnx_models import BLOCK_TORCH
+from tensorrt_machine import needs_tensorrt_and_gpu
 
 import clipedge
 from clipedge.cli import main
@@ -33,7 +34,6 @@ from clipedge.export import export_model
 from clipedge.runtime import Classifier
 from clipedge.runtime.backends.onnxruntime_backend import tensorrt_options
 from clipedge.runtime.backends.onnxruntime_options import tensorrt_provider_options
-from clipedge.runtime.backends.tensorrt_environment import current_gpu, import_cudart
 from clipedge.runtime.contract import (
     BatchProfile,
     ReferenceSet,
@@ -44,19 +44,6 @@ from clipedge.runtime.contract import (
     sidecar_path,
 )
 from clipedge.runtime.contract.onnx_metadata import read_onnx_metadata
-
-
-def tensorrt_and_gpu() -> str | None:
-    """Why the real TensorRT tests cannot run here, or None when they can."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "TensorRT is not installed (pip install 'clipedge[tensorrt]', or JetPack's TensorRT on a Jetson)"
-    try:
-        current_gpu(import_cudart())
-    except ClipedgeError as error:  # cuda-python absent, no driver or no GPU: the refusal says which
-        return str(error)
-    return None
 
 
 def tensorrt_installed() -> bool:
@@ -218,7 +205,7 @@ def test_engines_from_other_tools_take_names_from_beside_them(exported, tmp_path
 # --- the real thing, wherever TensorRT and a GPU exist -------------------------------------------------------------
 
 
-@pytest.mark.skipif(tensorrt_and_gpu() is not None, reason=tensorrt_and_gpu() or "")
+@needs_tensorrt_and_gpu
 def test_real_tensorrt_engine_from_a_clipedge_export(exported, tmp_path):
     """Build with `clipedge engine` (gated on the embedded reference set), run it with and without CUDA graphs
     against onnxruntime, then as an engine from another tool (no sidecar, labels.txt beside it)."""
