@@ -61,10 +61,12 @@ NO_GPU = "no CUDA GPU is visible; TensorRT engines are built and run on the GPU 
 def current_gpu(cudart: Any) -> dict[str, str]:
     """Name and compute capability ("major.minor") of the current CUDA device; engines run only on its architecture."""
     error, count = cudart.cudaGetDeviceCount()
-    if int(error) == INSUFFICIENT_DRIVER and cuda_check(cudart.cudaDriverGetVersion()):
-        raise ClipedgeError(f"CUDA: this driver (CUDA {driver_cuda(cudart)}) is older than cuda-python's CUDA runtime "
-                            "(cudaErrorInsufficientDriver); on a CUDA 12 driver (JetPack 6) install "
-                            "'cuda-python>=12.6,<13', since cuda-python 13 needs a CUDA 13 driver (R580+)")
+    if int(error) == INSUFFICIENT_DRIVER:
+        asked, driver = cudart.cudaDriverGetVersion()  # 0 where no driver is installed at all
+        if int(asked) == 0 and driver:
+            raise ClipedgeError(f"CUDA: this driver (CUDA {cuda_version(driver)}) is older than cuda-python's CUDA "
+                                "runtime (cudaErrorInsufficientDriver); on a CUDA 12 driver (JetPack 6) install "
+                                "'cuda-python>=12.6,<13', since cuda-python 13 needs a CUDA 13 driver (R580+)")
     if int(error) != 0 or count == 0:
         raise ClipedgeError(NO_GPU)
     properties = cuda_check(cudart.cudaGetDeviceProperties(cuda_check(cudart.cudaGetDevice())))
@@ -73,7 +75,6 @@ def current_gpu(cudart: Any) -> dict[str, str]:
     return {"gpu_name": name.rstrip("\x00").strip(), "compute_capability": f"{properties.major}.{properties.minor}"}
 
 
-def driver_cuda(cudart: Any) -> str:
-    """The CUDA version the installed driver supports, as "major.minor" (cudaDriverGetVersion's 1000·major + 10·minor)."""
-    version = cuda_check(cudart.cudaDriverGetVersion())
-    return f"{version // 1000}.{version % 1000 // 10}"
+def cuda_version(encoded: int) -> str:
+    """"major.minor" of a CUDA version as cudaDriverGetVersion encodes it (1000·major + 10·minor)."""
+    return f"{encoded // 1000}.{encoded % 1000 // 10}"
