@@ -21,5 +21,6 @@ def tensorrt_and_gpu() -> str | None:
     return None
 
 
+MISSING = tensorrt_and_gpu()
 #: skips a test where TensorRT or a GPU is absent, saying which
-needs_tensorrt_and_gpu = pytest.mark.skipif(tensorrt_and_gpu() is not None, reason=tensorrt_and_gpu() or "")
+needs_tensorrt_and_gpu = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
