@@ -20,7 +20,6 @@ restricted to a header holding a secret only this object knows, so clients canno
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import secrets
@@ -31,6 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from clipedge.core.errors import ClipedgeError
 
+from .model_control import CONTROL_HEADER, ModelControl
 from .processes import describe_exit, parent_death_signal, remove_shared_memory, stub_death, stubs_of
 from .serving import ServeOptions, resolve_model, serving_repository
 
@@ -48,8 +49,11 @@ EXIT_TIMEOUT_SECONDS = 3  # Triton's own wait for in-flight requests before it u
 STARTUP_SECONDS = 120
 #: exit status of ``clipedge serve`` when tritonserver or a model died and was not restored (2: a user error)
 SERVER_DIED_EXIT = 3
-#: the header Triton's repository API (load/unload) is restricted to
-CONTROL_HEADER = "clipedge-control"
+#: a model-control unload that has not answered by then means Triton is stuck (it answers in well under 1 s)
+UNLOAD_SECONDS = 10
+#: the least a reload is given before Triton is taken to be stuck (the python backend's own default
+#: stub-timeout-seconds, its limit for a new stub to connect)
+RELOAD_SECONDS = 30
 #: start-up lines tritonserver prints on every machine without a GPU: never the reason anything failed
 CPU_ONLY_NOISE = ("DCGM unable to start", "Failed to initialize NVML", "CudaDriverHelper has not been initialized",
                   "pinned memory", "CUDA driver version is insufficient")
@@ -108,6 +112,8 @@ class TritonServer:
         self.workspace: Path | None = None
         self.log_path: Path | None = None
         self.models: list[str] = []
+        #: how long the last start took from launch to every model ready: a reload is allowed twice that
+        self.ready_seconds = 0.0
         #: live python-backend stub pid → its model, learned after each load
         self.stubs: dict[int, str] = {}
         self._watchdog: subprocess.Popen | None = None
@@ -137,8 +143,10 @@ class TritonServer:
         self.workspace = Path(tempfile.mkdtemp(prefix="clipedge-serve-"))
         self._tell_watchdog(f"path {self.workspace}")
         try:
+            launched = time.monotonic()
             self._launch(binary, backend, stub)
             self._wait_ready(timeout)
+            self.ready_seconds = time.monotonic() - launched
             self.stubs = stubs_of(self.process.pid)
         except BaseException:
             self.stop()
@@ -226,32 +234,31 @@ class TritonServer:
                 dead[model] = f"its python backend stub (pid {pid}) {how}"
         return dead
 
-    def unload(self, model: str) -> None:
+    def unload(self, model: str, stop: threading.Event | None = None) -> None:
         """Unload a model through Triton's model control (its readiness turns false at once)."""
-        self._repository_call(model, "unload", 10)
+        self._control().call(model, "unload", UNLOAD_SECONDS, lambda: self._why_abandon(stop))
         self.stubs = {pid: name for pid, name in self.stubs.items() if name != model}
 
-    def load(self, model: str) -> None:
-        """Load a model through Triton's model control; returns once it is ready (its new stubs are watched)."""
-        self._repository_call(model, "load", STARTUP_SECONDS)
+    def load(self, model: str, stop: threading.Event | None = None) -> None:
+        """Load a model through Triton's model control; returns once it is ready (its new stubs are watched).
+        It may take twice as long as the first start took, and at least ``RELOAD_SECONDS``; past that Triton
+        is taken to be stuck (:class:`~.model_control.NoAnswer`)."""
+        timeout = max(RELOAD_SECONDS, 2 * self.ready_seconds)
+        self._control().call(model, "load", timeout, lambda: self._why_abandon(stop))
         self.stubs = stubs_of(self.process.pid)
 
-    def _repository_call(self, model: str, action: str, timeout: float) -> None:
-        url = f"http://{self.options.host}:{self.options.http_port}/v2/repository/models/{model}/{action}"
-        request = urllib.request.Request(url, b"{}", {CONTROL_HEADER: self._control_token}, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout):
-                return
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            try:
-                detail = json.loads(detail).get("error", detail)
-            except (ValueError, AttributeError):
-                pass
-            message = f"{error.code}: {detail}"
-        except OSError as error:
-            message = str(error)
-        raise ClipedgeError(f"tritonserver: {action} of model {model} failed ({' '.join(message.split())[:300]})")
+    def _control(self) -> ModelControl:
+        return ModelControl(self.options.host, self.options.http_port, self._control_token)
+
+    def _why_abandon(self, stop: threading.Event | None) -> str | None:
+        """Why a model-control call should stop waiting: the server ended, or serve is stopping."""
+        if self.process is None:
+            return "tritonserver has ended"
+        if self.process.poll() is not None:
+            return f"tritonserver {describe_exit(self.process.returncode)}"
+        if stop is not None and stop.is_set():
+            return "clipedge serve is stopping"
+        return None
 
     def stop(self) -> None:
         """SIGTERM (Triton finishes in-flight requests, unloads its models and stops their stubs), then SIGKILL

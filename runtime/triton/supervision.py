@@ -5,7 +5,9 @@ make Triton 2.51 abort, see the docs): it is restarted on the same ports after a
 (at most 30 s), each restart logged with what ended it (the signal or exit status, and where its output was
 kept). **A model's python-backend stub died** (Triton would keep reporting the model ready and fail every
 request): the model is unloaded through Triton's model control at once, so ``/v2/health/ready`` and the
-model's ready endpoint answer false within a second, then loaded again, logged. What an adaptable model says
+model's ready endpoint answer false within a second, then loaded again, logged. A Triton that does not
+answer the unload or the load in time (a model stuck LOADING) is restarted like a crashed one, and the
+calls give up at once when the server ends or serve is told to stop (``model_control.py``). What an adaptable model says
 about its class bank (a swap, a refused bank) is relayed from Triton's log (``bank_reports.py``). Each kind of
 recovery is allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
 command stops everything and raises :class:`~.server.ServerDied`, which the CLI turns into exit status
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from clipedge.core.errors import ClipedgeError
 
 from .bank_reports import REFUSED, BankReports
+from .model_control import NoAnswer
 from .processes import describe_exit
 from .server import ServerDied, TritonServer
 from .serving import ENCODED_SUFFIX
@@ -81,17 +84,24 @@ def serve_forever(server: TritonServer, restarts: int = DEFAULT_RESTARTS, echo: 
                 (log.warning if REFUSED in line else log.info)(line)
             status = server.exit_status()
             if status is not None:
-                kept = server.keep_log()
-                output = f"; its output is kept in {kept}" if kept else ""
-                _restart_server(server, f"tritonserver (pid {server.process.pid}) {describe_exit(status)}{output}",
-                                crashes, stop)
+                _restart_server(server, f"tritonserver (pid {server.process.pid}) {describe_exit(status)}"
+                                f"{_kept_output(server)}", crashes, stop)
                 continue
             for model, how in server.dead_stubs().items():
-                _restore_model(server, model, f"model {model}: {how}", reloads, stop)
+                stuck = _restore_model(server, model, f"model {model}: {how}", reloads, stop)
+                if stuck is not None:
+                    _restart_server(server, f"{stuck}{_kept_output(server)}", crashes, stop)
+                    break
     finally:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _kept_output(server: TritonServer) -> str:
+    """Where the server's output was kept for a post-mortem, as a clause of the log line ("" if nowhere)."""
+    kept = server.keep_log()
+    return f"; its output is kept in {kept}" if kept else ""
 
 
 def _restart_server(server: TritonServer, cause: str, budget: RestartBudget, stop: threading.Event) -> None:
@@ -114,13 +124,18 @@ def _restart_server(server: TritonServer, cause: str, budget: RestartBudget, sto
         return
 
 
-def _restore_model(server: TritonServer, model: str, cause: str, budget: RestartBudget, stop: threading.Event) -> None:
-    """Unload first (readiness false at once), then load again, as long as the budget allows."""
+def _restore_model(server: TritonServer, model: str, cause: str, budget: RestartBudget,
+                   stop: threading.Event) -> str | None:
+    """Unload first (readiness false at once), then load again, as long as the budget allows. Returns why the
+    server itself must be restarted when Triton is stuck (it did not answer the unload or the load in time),
+    else None; a server that ends meanwhile is left to the next poll, which restarts it."""
     try:
-        server.unload(model)
+        server.unload(model, stop)
+    except NoAnswer as error:
+        return f"{cause}; {error}"
     except ClipedgeError as error:
         log.warning("%s; %s", cause, error)  # a dying server: the next poll sees it end
-        return
+        return None
     while not stop.is_set():
         attempt = budget.take()
         if attempt is None:
@@ -128,13 +143,16 @@ def _restore_model(server: TritonServer, model: str, cause: str, budget: Restart
         log.warning("%s; unloaded (not ready), reloading it (reload %d of at most %d in %d min)", cause, attempt,
                     budget.limit, budget.window / 60)
         try:
-            server.load(model)
+            server.load(model, stop)
+        except NoAnswer as error:
+            return f"{cause}; {error}"
         except ClipedgeError as error:
-            if server.exit_status() is not None:
-                return  # the server itself died: the next poll restarts it, and with it every model
+            if stop.is_set() or server.exit_status() is not None:
+                return None  # serve is stopping, or the server died: the next poll restarts it, every model with it
             cause = f"model {model}: reload failed ({error})"
             if stop.wait(budget.backoff(attempt)):
-                return
+                return None
             continue
         log.warning("model %s reloaded; ready again", model)
-        return
+        return None
+    return None

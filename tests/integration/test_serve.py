@@ -21,7 +21,7 @@ import tritonclient.http as triton_http
 from click.testing import CliRunner
 from conftest import write_image_folder
 from PIL import Image
-from serve_processes import alive, descendants, free_ports
+from serve_processes import HOST, alive, descendants, free_ports
 from tritonclient.utils import InferenceServerException
 
 import clipedge
@@ -35,7 +35,6 @@ from clipedge.runtime.preprocessing.transform import prepare_files
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
 MAX_BATCH = 16
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton_http
 from conftest import COLOURS, write_image_folder
-from serve_processes import free_ports
+from serve_processes import HOST, free_ports, wait_until
 
 import clipedge
 from clipedge.export import export_model
@@ -28,7 +28,6 @@ from clipedge.runtime.preprocessing.transform import prepare_files
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
 TRAINED = {name: COLOURS[name] for name in ("red", "green")}
 
 
@@ -61,15 +60,6 @@ def server(adaptable, tmp_path_factory):
     yield {"port": http_port, "log": log}
     process.send_signal(signal.SIGTERM)
     process.wait(30)
-
-
-def wait_until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def ready(port: int) -> bool:
@@ -188,5 +178,5 @@ def test_a_corrupt_bank_is_refused_and_the_old_classes_kept(server, adaptable):
     assert ready(server["port"])
     # the refusal reaches the user of `clipedge serve` (relayed from Triton's private log), once
     refusal = f"class bank {bank}: not swapped in, still serving revision"
-    assert wait_until(lambda: refusal in server["log"].read_text(), 10), server["log"].read_text()
+    assert wait_until(lambda: refusal in server["log"].read_text(), 10) is not None, server["log"].read_text()
     assert server["log"].read_text().count(refusal) == 1

@@ -2,22 +2,23 @@
 
 One supervised server (``--restarts 3``) serves the first tests in file order: the encoded twin against the
 runtime on photographs, a short soak of the twin, the stub killed under load (readiness false within a second,
-then the model reloaded), the oversized-shape request that aborts tritonserver 2.51 (restarted), and SIGTERM
-under load. Then an immediate restart on its ports, ``kill -9`` of that one, and a second server without
-restarts whose tritonserver is SIGKILLed (exit status 3, the signal named). Five tritonserver starts in all.
+then the model reloaded), tritonserver killed in the middle of that reload (restarted at once), the
+oversized-shape request that aborts tritonserver 2.51 (restarted), and SIGTERM under load. Then an immediate
+restart on its ports, ``kill -9`` of that one, and a second server without restarts whose tritonserver is
+SIGKILLed (exit status 3, the signal named).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,20 @@ import tritonclient.http as triton_http
 from click.testing import CliRunner
 from conftest import write_image_folder
 from PIL import Image
-from serve_processes import alive, cmdline, descendants, free_ports, time_wait_on
+from serve_command import HOST, Load, Served
+from serve_processes import (
+    alive,
+    assert_nothing_left,
+    cmdline,
+    descendants,
+    free_ports,
+    kept_logs,
+    shared_memory,
+    stub_of,
+    time_wait_on,
+    tritonserver_of,
+    wait_until,
+)
 
 import clipedge
 from clipedge.cli import main
@@ -37,128 +51,8 @@ from clipedge.runtime.triton.server import SERVER_DIED_EXIT, SHUTDOWN_SECONDS
 pytestmark = pytest.mark.integration
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the sample photographs")
 
-HOST = "127.0.0.1"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")  # camera is grayscale
 OVERSIZED = {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [9223372036854775807, 64, 64, 3], "data": [1]}]}
-
-
-def tritonserver_of(serve_pid: int) -> int:
-    [server] = [pid for pid in descendants(serve_pid) if alive(pid) and cmdline(pid)[0].endswith("bin/tritonserver")]
-    return server
-
-
-def stub_of(server_pid: int, model: str) -> int:
-    [stub] = [pid for pid in descendants(server_pid) if alive(pid) and len(cmdline(pid)) > 1
-              and cmdline(pid)[0].endswith("triton_python_backend_stub") and f"/models/{model}/1/" in cmdline(pid)[1]]
-    return stub
-
-
-def workspace_of(server_pid: int) -> Path:
-    [repository] = [arg.split("=", 1)[1] for arg in cmdline(server_pid) if arg.startswith("--model-repository=")]
-    return Path(repository).parent
-
-
-def shared_memory(serve_pid: int) -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob(f"clipedge_{serve_pid}_*")}
-
-
-def wait_until(condition, seconds: float, step: float = 0.02) -> float | None:
-    """Seconds until ``condition()`` held, or None if it did not within ``seconds``."""
-    began = time.monotonic()
-    while time.monotonic() - began < seconds:
-        if condition():
-            return time.monotonic() - began
-        time.sleep(step)
-    return None
-
-
-def kept_logs(text: str) -> list[Path]:
-    """The crashed servers' output that the command kept for a post-mortem, as its messages name them."""
-    return [Path(part.split(";")[0].strip()) for part in text.split("its output is kept in ")[1:]]
-
-
-def assert_nothing_left(serve_pid: int, pids: set[int], workspace: Path, seconds: float = 3.0) -> None:
-    left = lambda: [pid for pid in pids if alive(pid)]  # noqa: E731
-    assert wait_until(lambda: not left(), seconds) is not None, [(pid, cmdline(pid)[:1]) for pid in left()]
-    assert not shared_memory(serve_pid), "python backend shared memory left in /dev/shm"
-    assert wait_until(lambda: not workspace.exists(), seconds) is not None, f"scratch repository {workspace} left"
-
-
-# --- a served model ----------------------------------------------------------------------------------------------
-
-
-class Served:
-    """A ``clipedge serve`` process on given ports, its log, and ways to talk to it."""
-
-    def __init__(self, model: Path, ports: list[int], log: Path, *options: str):
-        self.http_port, self.grpc_port, self.metrics_port = ports
-        self.log = log
-        clipedge_command = Path(sys.executable).with_name("clipedge")
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen(
-                [str(clipedge_command), "serve", str(model), "--host", HOST, "--http-port", str(self.http_port),
-                 "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", "tiny",
-                 "--max-batch", "8", "--max-queue-delay-us", "2000", "--threads", "1", *options],
-                stdout=output, stderr=subprocess.STDOUT)
-        serving = lambda: "SIGTERM stops it" in self.log.read_text()  # noqa: E731 - serve's start() has returned
-        assert wait_until(lambda: self.process.poll() is not None or serving(), 180, 0.2) is not None
-        assert self.process.poll() is None and self.ready(), self.log.read_text()
-
-    @property
-    def http(self) -> str:
-        return f"http://{HOST}:{self.http_port}"
-
-    def ready(self, path: str = "/v2/health/ready") -> bool:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def model_ready(self) -> bool:
-        return self.ready("/v2/health/ready") and self.ready("/v2/models/tiny/ready")
-
-    def everything(self) -> tuple[set[int], Path]:
-        """Every process below the command (server, stubs, watchdog) and the scratch folder, for later checks."""
-        return descendants(self.process.pid), workspace_of(tritonserver_of(self.process.pid))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-
-class Load:
-    """``threads`` clients sending requests of one frame to ``tiny`` until stopped; answers and errors recorded."""
-
-    def __init__(self, served: Served, frame: np.ndarray, threads: int = 4):
-        self.frame, self.stopped = frame, threading.Event()
-        self.answers: list[np.ndarray] = []
-        self.errors: list[str] = []
-        self.finished: list[float] = []
-        self.threads = [threading.Thread(target=self._send, args=(served,)) for _ in range(threads)]
-        for thread in self.threads:
-            thread.start()
-
-    def _send(self, served: Served) -> None:
-        client = triton_http.InferenceServerClient(f"{HOST}:{served.http_port}", connection_timeout=5,
-                                                   network_timeout=15)
-        request = triton_http.InferInput("images", list(self.frame.shape), "UINT8")
-        request.set_data_from_numpy(self.frame)
-        while not self.stopped.is_set():
-            try:
-                self.answers.append(client.infer("tiny", [request]).as_numpy("probs"))
-            except Exception as error:  # noqa: BLE001 - every failure is recorded and judged by the test
-                self.errors.append(str(error))
-                time.sleep(0.02)
-        self.finished.append(time.monotonic())
-        client.close()
-
-    def join(self, seconds: float = 20) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join(seconds)
-        assert not any(thread.is_alive() for thread in self.threads), "a client hung"
 
 
 @pytest.fixture(scope="module")
@@ -273,22 +167,56 @@ def test_stub_killed_under_load_turns_readiness_false_within_a_second_then_the_m
         unready = wait_until(lambda: not served.ready(), 5, 0.01)  # /v2/health/ready, what probes ask
         assert unready is not None and unready < 1.0, f"still ready {unready} s after the stub died"
         assert not served.ready("/v2/models/tiny/ready") or served.model_ready()  # unready, or already reloaded
-        assert wait_until(served.model_ready, 60, 0.1) is not None, served.log.read_text()
+        assert wait_until(served.model_ready, 90, 0.1) is not None, served.log.read_text()
         answered = len(load.answers)
         assert wait_until(lambda: len(load.answers) >= answered + 20, 30) is not None, load.errors[-3:]
     finally:
         load.join()
-    assert served.process.poll() is None and tritonserver_of(served.process.pid) == server  # the model, not the server
-    assert not alive(stub) and stub_of(server, "tiny") != stub
+    text = served.log.read_text()
+    assert f"stub (pid {stub}) was killed by signal SIGKILL (9)" in text
+    assert served.process.poll() is None and not alive(stub)
+    if "model tiny reloaded; ready again" in text:
+        assert tritonserver_of(served.process.pid) == server  # the model was restored, not the server
+        assert stub_of(server, "tiny") != stub
+    else:  # seen once on CI: tritonserver itself ended (or hung) during the reload, and was restarted as a crash is
+        [cause] = [line for line in text.splitlines() if "restarting it in" in line]
+        assert f"tritonserver (pid {server})" in cause or "load of model tiny had no answer" in cause, text
+        assert "tritonserver restarted on the same ports" in text, text
+        [kept] = kept_logs(cause)
+        warnings.warn(f"{cause} | the end of its output: {' | '.join(kept.read_text().strip().splitlines()[-5:])}",
+                      stacklevel=1)
+        kept.unlink()
     assert all(np.array_equal(answer, expected) for answer in load.answers)
     assert all("\n" not in error for error in load.errors)
+
+
+def test_tritonserver_killed_in_the_middle_of_a_reload_is_restarted_at_once(served):
+    """The reload's stub inherits the load request's connection, so a dead server leaves that request open: the
+    command must notice the death itself, not wait for the request's answer."""
+    server = tritonserver_of(served.process.pid)
+    stub = stub_of(server, "tiny")
+    os.kill(stub, signal.SIGKILL)
+    reloading = lambda: [pid for pid in descendants(server) if alive(pid) and pid != stub  # noqa: E731
+                         and "/models/tiny/1/" in " ".join(cmdline(pid))]
+    assert wait_until(lambda: reloading() and not served.model_ready(), 30, 0.005) is not None, served.log.read_text()
+    [new_stub] = reloading()
+    os.kill(server, signal.SIGKILL)  # while the load request is in flight: the new stub holds its connection
+    killed = time.monotonic()
+    noticed = f"tritonserver (pid {server}) was killed by signal SIGKILL (9)"
+    assert wait_until(lambda: noticed in served.log.read_text(), 5) is not None, served.log.read_text()
+    assert time.monotonic() - killed < 2
+    assert wait_until(served.model_ready, 60, 0.1) is not None, served.log.read_text()
+    assert not alive(new_stub) and tritonserver_of(served.process.pid) != server
     text = served.log.read_text()
-    assert f"stub (pid {stub}) was killed by signal SIGKILL (9)" in text and "model tiny reloaded; ready again" in text
+    assert "model tiny reloaded" not in text[text.index(f"stub (pid {stub})"):]
+    for kept in kept_logs(text[text.index(f"stub (pid {stub})"):]):
+        kept.unlink()
 
 
 def test_oversized_shape_request_aborts_tritonserver_and_the_command_restarts_it(served):
     old_server = tritonserver_of(served.process.pid)
     old_regions = shared_memory(served.process.pid)
+    earlier = len(served.log.read_text())
     request = urllib.request.Request(f"{served.http}/v2/models/tiny/infer", json.dumps(OVERSIZED).encode())
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):  # Triton dies before it answers
         urllib.request.urlopen(request, timeout=10)
@@ -297,13 +225,13 @@ def test_oversized_shape_request_aborts_tritonserver_and_the_command_restarts_it
     assert served.process.poll() is None
     assert tritonserver_of(served.process.pid) != old_server
     assert not old_regions & shared_memory(served.process.pid), "the dead server's shared memory was left"
-    text = served.log.read_text()
+    text = served.log.read_text()[earlier:]
     [kept] = kept_logs(text)
     assert kept.name == f"clipedge-tritonserver-{old_server}.log"
     assert "std::length_error" in kept.read_text()  # Triton's own abort, before the model sees the request
     kept.unlink()
     assert f"tritonserver (pid {old_server}) was killed by signal SIGABRT (6)" in text
-    assert "restarting it in 1 s (restart 1 of at most 3" in text and "DCGM" not in text
+    assert re.search(r"restarting it in \d s \(restart [123] of at most 3", text) and "DCGM" not in text
     assert wait_until(lambda: "tritonserver restarted on the same ports" in served.log.read_text(), 5) is not None
     frame = np.zeros((1, 32, 32, 3), np.uint8)
     with Classifier(f"grpc://{HOST}:{served.grpc_port}/tiny") as remote:

@@ -22,6 +22,7 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import UnreadableImage
 from clipedge.runtime.preprocessing.transform import prepare_frame
 from clipedge.runtime.triton import watchdog
+from clipedge.runtime.triton.model_control import ControlAbandoned, NoAnswer
 from clipedge.runtime.triton.processes import describe_exit, process_status, stub_death
 from clipedge.runtime.triton.server import ServerDied, check_port_free
 from clipedge.runtime.triton.supervision import RestartBudget, serve_forever
@@ -135,8 +136,8 @@ def test_image_bytes_decode_exactly_as_their_file(tmp_path):
 class FakeServer:
     """What serve_forever asks of a TritonServer, scripted: exit statuses and dead stubs, poll by poll."""
 
-    def __init__(self, exits: list[int | None], dead: list[dict[str, str]]):
-        self.exits, self.dead, self.calls = exits, dead, []
+    def __init__(self, exits: list[int | None], dead: list[dict[str, str]], loads: list[Exception] = ()):
+        self.exits, self.dead, self.loads, self.calls = exits, dead, list(loads), []
         self.name, self.process = "tiny", SimpleNamespace(pid=4242)
         self.served = SimpleNamespace(model=Path("model.onnx"))
         self.options = SimpleNamespace(host="127.0.0.1", metrics_port=8002)
@@ -158,11 +159,14 @@ class FakeServer:
     def dead_stubs(self) -> dict[str, str]:
         return self.dead.pop(0) if self.dead else {}
 
-    def unload(self, model: str) -> None:
+    def unload(self, model: str, stop: object = None) -> None:
         self.calls.append(f"unload {model}")
 
-    def load(self, model: str) -> None:
+    def load(self, model: str, stop: object = None) -> None:
+        """Each scripted failure in turn (an exit status queued with it shows the server ending meanwhile)."""
         self.calls.append(f"load {model}")
+        if self.loads:
+            raise self.loads.pop(0)
 
 
 def test_a_dead_stub_is_unloaded_then_reloaded_or_ends_the_command():
@@ -179,3 +183,31 @@ def test_a_crashed_server_is_restarted_within_its_budget_then_reported():
                                          r"restored 1 time\(s\) in the last 5 minutes, giving up$"):
         serve_forever(server, restarts=1, echo=lambda _: None)
     assert server.calls == ["start", "stop", "start", "stop"]
+
+
+
+STUB_KILLED = {"tiny": "its python backend stub (pid 7) was killed by signal SIGKILL (9)"}
+
+
+def test_a_triton_stuck_in_a_reload_is_restarted_like_a_crashed_one(caplog):
+    stuck = NoAnswer("tritonserver: load of model tiny had no answer within 30 s")
+    server = FakeServer([None, -6], [STUB_KILLED], [stuck])
+    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
+                                         r"restored 1 time\(s\)"):  # the stuck reload spent the one restart allowed
+        serve_forever(server, restarts=1, echo=lambda _: None)
+    assert server.calls == ["start", "unload tiny", "load tiny", "stop", "start", "stop"]
+    assert ("model tiny: its python backend stub (pid 7) was killed by signal SIGKILL (9); tritonserver: load of model "
+            "tiny had no answer within 30 s; restarting it in 1 s (restart 1 of at most 1 in 5 min)") in caplog.messages
+
+
+def test_a_reload_given_up_because_tritonserver_died_is_not_retried_the_next_poll_restarts_the_server(caplog):
+    died = ControlAbandoned("tritonserver: load of model tiny given up (tritonserver was killed by signal SIGABRT (6))")
+    # exit statuses as asked: first poll (running), after the failed load (dead), then each poll (dead)
+    server = FakeServer([None, -6, -6, -6], [STUB_KILLED], [died])
+    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
+                                         r"restored 1 time\(s\)"):
+        serve_forever(server, restarts=1, echo=lambda _: None)
+    assert server.calls == ["start", "unload tiny", "load tiny", "stop", "start", "stop"]
+    assert not any("reload failed" in message for message in caplog.messages)
+    assert ("tritonserver (pid 4242) was killed by signal SIGABRT (6); restarting it in 1 s (restart 1 of at most 1 "
+            "in 5 min)") in caplog.messages
