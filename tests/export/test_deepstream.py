@@ -2,8 +2,8 @@
 
 DeepStream cannot run here: the configs are parsed back and every key checked against the documented
 property table (clipedge.export.nvinfer_config), the label file is read the way nvinfer's parser reads it,
-and the ONNX goes through onnxruntime and Polygraphy's lint. When merging, the static TensorRT check
-(runtime/tensorrt_check.py, another branch) belongs in ``test_onnx_is_what_the_config_declares`` too.
+and the ONNX goes through onnxruntime, Polygraphy's lint and the static TensorRT check (nvinfer builds its
+engine with TensorRT). The config writer's own refusals are in test_nvinfer_config.py.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from clipedge.export.deepstream_config import (
 from clipedge.export.fuse import FusedClassifier
 from clipedge.export.nvinfer_config import (
     NVINFER_KEYS,
-    ConfigEntry,
-    classifier_labels,
     format_value,
     render_config,
 )
@@ -283,33 +281,3 @@ def test_class_names_nvinfer_cannot_hold_are_refused_before_any_work(run, tmp_pa
     line = one_line_error(["export", bad, "--format", "deepstream", "--out", tmp_path / "ds"])
     assert "class name" in line and what in line and "label file" in line
     assert not (tmp_path / "ds").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
-@pytest.mark.parametrize("entry, message", [
-    (ConfigEntry("enable-magic", 1), "not in the Gst-nvinfer property table"),
-    (ConfigEntry("process-mode", 3), "expected one of 1, 2"),
-    (ConfigEntry("batch-size", 0), "at least 1"),
-    (ConfigEntry("classifier-threshold", -0.1), "at least 0"),
-    (ConfigEntry("classifier-threshold", float("nan")), "finite"),
-    (ConfigEntry("infer-dims", [3, 224]), "exactly 3 items"),
-    (ConfigEntry("maintain-aspect-ratio", 1), "True or False"),
-    (ConfigEntry("onnx-file", "model\n.onnx"), "without line breaks"),
-    (ConfigEntry("output-blob-names", ["probs;logits"]), "list items without ';'"),
-])
-def test_the_writer_refuses_what_nvinfer_would_misread(entry, message):
-    with pytest.raises(ClipedgeError, match=message):
-        render_config([entry])
-
-
-def test_the_writer_escapes_backslashes_and_leading_spaces():
-    text = render_config([ConfigEntry("onnx-file", " models\\m.onnx")])
-    assert "onnx-file=\\smodels\\\\m.onnx" in text.splitlines()
-    with pytest.raises(ClipedgeError, match="given twice"):
-        render_config([ConfigEntry("gpu-id", 0), ConfigEntry("gpu-id", 1)])
-    assert classifier_labels(["a b", "c"], "RUN x") == "a b;c\n"
-
-
-def test_every_table_row_names_its_nvidia_sources():
-    assert all(key.sources and set(key.sources) <= {"manual", "reference", "parser"} for key in NVINFER_KEYS.values())
-    with pytest.raises(ClipedgeError, match="greater than 0"):
-        format_value("net-scale-factor", 0.0)

@@ -191,8 +191,8 @@ def test_frame_exports_pass_polygraphy_lint(exports, kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["rgb", "nv12"])
 def test_frame_exports_pass_the_static_tensorrt_check(exports, kind):
-    """onnx-tensorrt's operator and dtype rules (runtime.tensorrt_check): the front end's Gather/MatMul/Floor/Clip
-    resampling, the NV12 decoding and the cast-first input all pass."""
+    """onnx-tensorrt's operator and dtype rules (clipedge.runtime.tensorrt.check): the front end's
+    Gather/MatMul/Floor/Clip resampling, the NV12 decoding and the cast-first input all pass."""
     assert check_tensorrt_compatible(exports[kind]) == []
 
 
