@@ -129,8 +129,9 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"grpc://{self.options.host}:{self.options.grpc_port}/{self.name}"
 
-    def start(self, timeout: float = STARTUP_SECONDS) -> TritonServer:
-        """Write the scratch repository, start Triton and wait until every model is ready."""
+    def start(self, timeout: float = STARTUP_SECONDS, stop: threading.Event | None = None) -> TritonServer:
+        """Write the scratch repository, start Triton and wait until every model is ready; given up (a
+        :class:`ClipedgeError`, everything stopped) as soon as ``stop`` is set."""
         binary, backend, stub = tritonserver_install()
         from clipedge.runtime.backends import open_backend  # the model must load here before a server is started
 
@@ -145,7 +146,7 @@ class TritonServer:
         try:
             launched = time.monotonic()
             self._launch(binary, backend, stub)
-            self._wait_ready(timeout)
+            self._wait_ready(timeout, stop)
             self.ready_seconds = time.monotonic() - launched
             self.stubs = stubs_of(self.process.pid)
         except BaseException:
@@ -186,10 +187,12 @@ class TritonServer:
             except (BrokenPipeError, ValueError):
                 log.warning("the cleanup watchdog of tritonserver is gone; stopping still cleans up")
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, stop: threading.Event | None) -> None:
         url = f"http://{self.options.host}:{self.options.http_port}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise ClipedgeError("tritonserver: start given up (clipedge serve is stopping)")
             if self.process.poll() is not None:
                 how = f"tritonserver {describe_exit(self.process.returncode)} before its models were ready"
                 if self.process.returncode < 0:  # killed: no fault of the model or the options
@@ -211,6 +214,17 @@ class TritonServer:
         lines = [line for line in lines if line.strip() and not any(noise in line for noise in CPU_ONLY_NOISE)]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
         return (errors or lines or ["no other output"])[-1].strip()[:400]
+
+    def ended(self, grace: float = 0.0) -> bool:
+        """Whether tritonserver has ended, waiting up to ``grace`` s for one that is dying (a crashing server
+        closes its sockets, failing a call, a moment before its exit can be seen)."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def exit_status(self) -> int | None:
         """None while tritonserver runs; its return code once it has ended (negative: the signal)."""

@@ -37,6 +37,8 @@ RESTART_WINDOW_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30
 #: how often the server and its stubs are checked: a dead stub's model is unready well within a second
 POLL_SECONDS = 0.1
+#: how long a failed model-control call waits for a dying server to be seen dead (it closes its sockets first)
+SETTLE_SECONDS = 1.0
 
 
 class RestartBudget:
@@ -74,7 +76,12 @@ def serve_forever(server: TritonServer, restarts: int = DEFAULT_RESTARTS, echo: 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     crashes, reloads = RestartBudget(restarts), RestartBudget(restarts)
     try:
-        server.start()
+        try:
+            server.start(stop=stop)
+        except ClipedgeError:
+            if stop.is_set():
+                return  # SIGTERM or Ctrl-C during the start: a clean stop, not an error
+            raise
         echo(f"serving {server.name} ({server.served.model}) through Triton Inference Server:")
         echo(f"  {server.grpc_url}   {server.http_url}   (and {server.name}{ENCODED_SUFFIX} for JPEG/PNG bytes)")
         echo(f"  metrics http://{server.options.host}:{server.options.metrics_port}/metrics; Ctrl-C or SIGTERM stops it")
@@ -91,7 +98,8 @@ def serve_forever(server: TritonServer, restarts: int = DEFAULT_RESTARTS, echo: 
                 stuck = _restore_model(server, model, f"model {model}: {how}", reloads, stop)
                 if stuck is not None:
                     _restart_server(server, f"{stuck}{_kept_output(server)}", crashes, stop)
-                    break
+                if stuck is not None or stop.is_set() or server.exit_status() is not None:
+                    break  # every other model comes back with the restarted server, or not at all
     finally:
         server.stop()
         for sig, handler in previous.items():
@@ -116,7 +124,7 @@ def _restart_server(server: TritonServer, cause: str, budget: RestartBudget, sto
         if stop.wait(delay):
             return
         try:
-            server.start()
+            server.start(stop=stop)
         except (ClipedgeError, ServerDied) as error:
             cause = f"tritonserver did not come back ({error})"
             continue
@@ -127,15 +135,16 @@ def _restart_server(server: TritonServer, cause: str, budget: RestartBudget, sto
 def _restore_model(server: TritonServer, model: str, cause: str, budget: RestartBudget,
                    stop: threading.Event) -> str | None:
     """Unload first (readiness false at once), then load again, as long as the budget allows. Returns why the
-    server itself must be restarted when Triton is stuck (it did not answer the unload or the load in time),
-    else None; a server that ends meanwhile is left to the next poll, which restarts it."""
+    server itself must be restarted (Triton did not answer in time, or refused to unload while alive), else
+    None; a server that ends meanwhile is left to the next poll, which restarts it."""
     try:
         server.unload(model, stop)
     except NoAnswer as error:
         return f"{cause}; {error}"
     except ClipedgeError as error:
-        log.warning("%s; %s", cause, error)  # a dying server: the next poll sees it end
-        return None
+        if stop.is_set() or server.ended(SETTLE_SECONDS):
+            return None
+        return f"{cause}; {error}"  # a live Triton that will not unload: only a restart brings the model back
     while not stop.is_set():
         attempt = budget.take()
         if attempt is None:
@@ -147,7 +156,7 @@ def _restore_model(server: TritonServer, model: str, cause: str, budget: Restart
         except NoAnswer as error:
             return f"{cause}; {error}"
         except ClipedgeError as error:
-            if stop.is_set() or server.exit_status() is not None:
+            if stop.is_set() or server.ended(SETTLE_SECONDS):
                 return None  # serve is stopping, or the server died: the next poll restarts it, every model with it
             cause = f"model {model}: reload failed ({error})"
             if stop.wait(budget.backoff(attempt)):

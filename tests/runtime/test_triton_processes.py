@@ -1,5 +1,6 @@
-"""The pieces of `clipedge serve`'s supervision that need no tritonserver: exit descriptions, the restart budget,
-the parent-death signal, the cleanup watchdog, the port probe, and image bytes decoded as their file."""
+"""The pieces of `clipedge serve` that need no tritonserver: exit descriptions, the parent-death signal, the cleanup
+watchdog, the port probe, and image bytes decoded as their file. The supervisor's decisions are in
+test_triton_supervision.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +22,8 @@ from clipedge.core.errors import ClipedgeError
 from clipedge.core.images import UnreadableImage
 from clipedge.runtime.preprocessing.transform import prepare_frame
 from clipedge.runtime.triton import watchdog
-from clipedge.runtime.triton.model_control import ControlAbandoned, NoAnswer
 from clipedge.runtime.triton.processes import describe_exit, process_status, stub_death
-from clipedge.runtime.triton.server import ServerDied, check_port_free
-from clipedge.runtime.triton.supervision import RestartBudget, serve_forever
+from clipedge.runtime.triton.server import check_port_free
 
 
 def gone(pid: int, seconds: float = 3.0) -> bool:
@@ -51,15 +49,6 @@ def test_a_zombie_tells_how_it_died():
     assert stub_death(child.pid, os.getpid()) == "was killed by signal SIGKILL (9)"  # a zombie until reaped
     child.wait()
     assert stub_death(child.pid, os.getpid()) == "is gone"
-
-
-def test_restart_budget_backs_off_and_is_bounded():
-    budget = RestartBudget(3, window=60)
-    assert [budget.take() for _ in range(4)] == [1, 2, 3, None]
-    assert [budget.backoff(n) for n in (1, 2, 3, 9)] == [1, 2, 4, 30]
-    assert "giving up" in str(budget.spent("tritonserver was killed"))
-    assert "not restarted (--restarts 0)" in str(RestartBudget(0).spent("x"))
-    assert RestartBudget(0).take() is None
 
 
 def test_parent_death_signal_kills_the_child_with_a_kill_9_of_its_parent(tmp_path):
@@ -131,83 +120,3 @@ def test_image_bytes_decode_exactly_as_their_file(tmp_path):
         prepare_frame(b"%PDF-1.4 not an image", 32)
     with pytest.raises(UnreadableImage, match="<bytes>.*empty"):
         prepare_frame(b"", 32)
-
-
-class FakeServer:
-    """What serve_forever asks of a TritonServer, scripted: exit statuses and dead stubs, poll by poll."""
-
-    def __init__(self, exits: list[int | None], dead: list[dict[str, str]], loads: list[Exception] = ()):
-        self.exits, self.dead, self.loads, self.calls = exits, dead, list(loads), []
-        self.name, self.process = "tiny", SimpleNamespace(pid=4242)
-        self.served = SimpleNamespace(model=Path("model.onnx"))
-        self.options = SimpleNamespace(host="127.0.0.1", metrics_port=8002)
-        self.grpc_url = self.http_url = "url"
-        self.log_path = None  # no Triton log: nothing for the bank relay to read
-
-    def start(self) -> None:
-        self.calls.append("start")
-
-    def stop(self) -> None:
-        self.calls.append("stop")
-
-    def exit_status(self) -> int | None:
-        return self.exits.pop(0) if self.exits else None
-
-    def keep_log(self) -> None:
-        return None
-
-    def dead_stubs(self) -> dict[str, str]:
-        return self.dead.pop(0) if self.dead else {}
-
-    def unload(self, model: str, stop: object = None) -> None:
-        self.calls.append(f"unload {model}")
-
-    def load(self, model: str, stop: object = None) -> None:
-        """Each scripted failure in turn (an exit status queued with it shows the server ending meanwhile)."""
-        self.calls.append(f"load {model}")
-        if self.loads:
-            raise self.loads.pop(0)
-
-
-def test_a_dead_stub_is_unloaded_then_reloaded_or_ends_the_command():
-    server = FakeServer([None, None], [{"tiny": "its python backend stub (pid 7) was killed by signal SIGKILL (9)"}])
-    with pytest.raises(ServerDied, match=r"^model tiny: its python backend stub \(pid 7\) was killed by signal SIGKILL "
-                                         r"\(9\); not restarted \(--restarts 0\)$"):
-        serve_forever(server, restarts=0, echo=lambda _: None)
-    assert server.calls == ["start", "unload tiny", "stop"]  # unready first, then everything stopped
-
-
-def test_a_crashed_server_is_restarted_within_its_budget_then_reported():
-    server = FakeServer([-6, -6], [])
-    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
-                                         r"restored 1 time\(s\) in the last 5 minutes, giving up$"):
-        serve_forever(server, restarts=1, echo=lambda _: None)
-    assert server.calls == ["start", "stop", "start", "stop"]
-
-
-
-STUB_KILLED = {"tiny": "its python backend stub (pid 7) was killed by signal SIGKILL (9)"}
-
-
-def test_a_triton_stuck_in_a_reload_is_restarted_like_a_crashed_one(caplog):
-    stuck = NoAnswer("tritonserver: load of model tiny had no answer within 30 s")
-    server = FakeServer([None, -6], [STUB_KILLED], [stuck])
-    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
-                                         r"restored 1 time\(s\)"):  # the stuck reload spent the one restart allowed
-        serve_forever(server, restarts=1, echo=lambda _: None)
-    assert server.calls == ["start", "unload tiny", "load tiny", "stop", "start", "stop"]
-    assert ("model tiny: its python backend stub (pid 7) was killed by signal SIGKILL (9); tritonserver: load of model "
-            "tiny had no answer within 30 s; restarting it in 1 s (restart 1 of at most 1 in 5 min)") in caplog.messages
-
-
-def test_a_reload_given_up_because_tritonserver_died_is_not_retried_the_next_poll_restarts_the_server(caplog):
-    died = ControlAbandoned("tritonserver: load of model tiny given up (tritonserver was killed by signal SIGABRT (6))")
-    # exit statuses as asked: first poll (running), after the failed load (dead), then each poll (dead)
-    server = FakeServer([None, -6, -6, -6], [STUB_KILLED], [died])
-    with pytest.raises(ServerDied, match=r"^tritonserver \(pid 4242\) was killed by signal SIGABRT \(6\); already "
-                                         r"restored 1 time\(s\)"):
-        serve_forever(server, restarts=1, echo=lambda _: None)
-    assert server.calls == ["start", "unload tiny", "load tiny", "stop", "start", "stop"]
-    assert not any("reload failed" in message for message in caplog.messages)
-    assert ("tritonserver (pid 4242) was killed by signal SIGABRT (6); restarting it in 1 s (restart 1 of at most 1 "
-            "in 5 min)") in caplog.messages
