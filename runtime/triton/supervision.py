@@ -6,8 +6,9 @@ make Triton 2.51 abort, see the docs): it is restarted on the same ports after a
 kept). **A model's python-backend stub died** (Triton would keep reporting the model ready and fail every
 request): the model is unloaded through Triton's model control at once, so ``/v2/health/ready`` and the
 model's ready endpoint answer false within a second, then loaded again, logged. A Triton that does not
-answer the unload or the load in time (a model stuck LOADING) is restarted like a crashed one, and the
-calls give up at once when the server ends or serve is told to stop (``model_control.py``). What an adaptable model says
+answer the unload or the load in time (a model stuck LOADING), or refuses the unload while alive, is
+restarted like a crashed one, and the calls give up at once when the server ends or serve is told to stop
+(``model_control.py``). What an adaptable model says
 about its class bank (a swap, a refused bank) is relayed from Triton's log (``bank_reports.py``). Each kind of
 recovery is allowed ``restarts`` times in any ``RESTART_WINDOW_SECONDS``; past that, or with ``restarts=0``, the
 command stops everything and raises :class:`~.server.ServerDied`, which the CLI turns into exit status
